@@ -1,0 +1,125 @@
+//! The runtime API, the compute-module side: sessions, job polls, schemas, results, restart,
+//! and job inspection.
+
+use std::time::Instant;
+
+use super::{wire, App, Wait};
+use crate::error::Error;
+use crate::http::{Outcome, Reply, Req};
+use crate::jobs::table::SessionSpec;
+use crate::jobs::{Dispatched, JobId};
+
+/// Path of the runtime API, relative to the public base URL.
+pub const RUNTIMES_PATH: &str = "/_emulate/foundry/compute-modules/runtimes";
+
+fn module_token(req: &Req) -> Option<&str> {
+    req.header("module-auth-token")
+}
+
+/// `POST /runtimes`: create or reset a session.
+pub fn create(app: &App, req: Req) -> Result<Reply, Error> {
+    let body = wire::CreateRuntimeBody::parse(req.body()?)?;
+    let spec = SessionSpec {
+        runtime_id: body.runtime_id.clone(),
+        display_name: body.display_name,
+        deployed_app_rid: body.deployed_app_rid,
+        branch: body.branch,
+        token: None,
+    };
+    let session = app.table.create_runtime(spec);
+    if session.was_reset {
+        log::info!(
+            "runtime '{}' reset; {} open job(s) failed",
+            body.runtime_id,
+            session.failed_jobs.len()
+        );
+    } else {
+        log::info!("runtime '{}' created", body.runtime_id);
+    }
+    let base = format!("{}{RUNTIMES_PATH}", app.public_url);
+    Ok(Reply::json(
+        200,
+        &wire::session(&body.runtime_id, session.token.expose(), &base),
+    ))
+}
+
+/// `GET /runtimes/:id/job`: the oldest queued job, else a long poll in the poll lane.
+pub fn poll(app: &App, req: Req, runtime_id: &str) -> Result<Outcome<Wait>, Error> {
+    let token = module_token(&req);
+    if let Some(job) = app.table.try_take(runtime_id, token)? {
+        return dispatched(&job).map(Outcome::Reply);
+    }
+    if app.poll_wait.is_zero() {
+        return Ok(Outcome::Reply(Reply::empty(204)));
+    }
+    let Some(ticket) = app.poll_lane.try_enter() else {
+        // Every poll thread is holding a poll open: answering "no job now" is truthful, and
+        // the module simply polls again.
+        return Ok(Outcome::Reply(Reply::empty(204)));
+    };
+    Ok(Outcome::Wait(Wait::Poll {
+        runtime_id: runtime_id.to_string(),
+        token: token.map(str::to_string),
+        deadline: req.received_at + app.poll_wait,
+        _ticket: ticket,
+    }))
+}
+
+/// The waiting half of a poll, on a lane thread.
+pub fn finish_poll(
+    app: &App,
+    runtime_id: &str,
+    token: Option<&str>,
+    deadline: Instant,
+) -> Result<Reply, Error> {
+    match app.table.next_job(runtime_id, token, deadline)? {
+        Some(job) => dispatched(&job),
+        None => Ok(Reply::empty(204)),
+    }
+}
+
+fn dispatched(job: &Dispatched) -> Result<Reply, Error> {
+    Ok(Reply::json_bytes(200, wire::envelope(job)?))
+}
+
+/// `POST /runtimes/:id/schemas`.
+pub fn schemas(app: &App, req: Req, runtime_id: &str) -> Result<Reply, Error> {
+    let token = module_token(&req);
+    let schemas = wire::schemas(req.body()?)?;
+    app.table.put_schemas(runtime_id, token, schemas)?;
+    Ok(Reply::json(200, &serde_json::json!({})))
+}
+
+/// `POST /runtimes/:id/results/:jobId`: the body is the result, byte for byte.
+pub fn result(app: &App, mut req: Req, runtime_id: &str, job_id: &str) -> Result<Reply, Error> {
+    let body = req.take_body()?;
+    let content_type = req.header("content-type").map(str::to_string);
+    let token = module_token(&req);
+    app.table.complete(
+        runtime_id,
+        token,
+        &JobId::from_client(job_id),
+        body,
+        content_type,
+    )?;
+    Ok(Reply::empty(204))
+}
+
+/// `POST /runtimes/:id/restart`: running jobs fail; answers their ids.
+pub fn restart(app: &App, req: Req, runtime_id: &str) -> Result<Reply, Error> {
+    let failed = app.table.restart(runtime_id, module_token(&req))?;
+    if !failed.is_empty() {
+        log::info!(
+            "runtime '{runtime_id}' restarted; {} running job(s) failed",
+            failed.len()
+        );
+    }
+    let ids: Vec<&str> = failed.iter().map(JobId::as_str).collect();
+    Ok(Reply::json(200, &ids))
+}
+
+/// `GET /runtimes/:id/jobs/:jobId`: inspection, no token needed.
+pub fn inspect(app: &App, runtime_id: &str, job_id: &str) -> Result<Reply, Error> {
+    let (runtime, job) = app.table.inspect(runtime_id, &JobId::from_client(job_id))?;
+    Ok(Reply::json(200, &wire::inspection(&runtime, &job)))
+}

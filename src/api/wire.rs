@@ -1,0 +1,534 @@
+//! Every JSON shape of the HTTP API, and the conversions from the inner types.
+//!
+//! **Boundary:** the job table's types are not serializable; this module converts them by hand,
+//! so a wire change never reaches `jobs` and the field names SPEC.md fixes live in one file.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use crate::error::Error;
+use crate::jobs::table::RuntimeView;
+use crate::jobs::{Dispatched, JobId, JobState, JobView};
+
+/// A JSON object body with its values left unparsed (a 1 MiB query is never built as a `Value`).
+pub struct Fields<'a>(HashMap<Cow<'a, str>, &'a RawValue>);
+
+impl<'a> Fields<'a> {
+    /// Parses a request body that must be a JSON object.
+    pub fn parse(body: &'a [u8]) -> Result<Fields<'a>, Error> {
+        let value: &RawValue = serde_json::from_slice(body).map_err(|e| {
+            Error::InvalidRequest(format!("The request body is not valid JSON: {e}."))
+        })?;
+        if !value.get().starts_with('{') {
+            return Err(Error::InvalidRequest(
+                "The request body must be a JSON object.".into(),
+            ));
+        }
+        let map = serde_json::from_str(value.get()).map_err(|e| {
+            Error::InvalidRequest(format!("The request body is not a valid JSON object: {e}."))
+        })?;
+        Ok(Fields(map))
+    }
+
+    /// The raw JSON text of a field, if present.
+    pub fn raw(&self, name: &str) -> Option<&'a RawValue> {
+        self.0.get(name).copied()
+    }
+
+    /// An optional string field; `null` counts as absent.
+    pub fn opt_str(&self, name: &str) -> Result<Option<String>, Error> {
+        match self.raw(name) {
+            None => Ok(None),
+            Some(raw) if raw.get() == "null" => Ok(None),
+            Some(raw) => serde_json::from_str::<String>(raw.get())
+                .map(Some)
+                .map_err(|_| Error::InvalidRequest(format!("Field '{name}' must be a string."))),
+        }
+    }
+
+    /// A required string field that is not blank after trimming; returned trimmed.
+    pub fn required_str(&self, name: &str) -> Result<String, Error> {
+        match self.opt_str(name)? {
+            Some(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+            _ => Err(Error::InvalidRequest(format!(
+                "Field '{name}' is required and must be a non-blank string."
+            ))),
+        }
+    }
+}
+
+/// The body of both execute routes.
+#[derive(Debug)]
+pub struct ExecuteBody {
+    pub deployed_app_rid: String,
+    pub deployed_app_branch: Option<String>,
+    pub query_type: String,
+    /// JSON text, `{}` when absent.
+    pub query: String,
+}
+
+impl ExecuteBody {
+    pub fn parse(body: &[u8]) -> Result<ExecuteBody, Error> {
+        let fields = Fields::parse(body)?;
+        Ok(ExecuteBody {
+            deployed_app_rid: fields.required_str("deployedAppRid")?,
+            deployed_app_branch: fields
+                .opt_str("deployedAppBranch")?
+                .map(|b| b.trim().to_string())
+                .filter(|b| !b.is_empty()),
+            query_type: fields.required_str("queryType")?,
+            query: fields
+                .raw("query")
+                .map_or_else(|| "{}".to_string(), |q| q.get().to_string()),
+        })
+    }
+}
+
+/// The job id named by a `result/v2` body: `id`, else the id inside `jobHandle`.
+pub fn result_request_job_id(body: &[u8]) -> Result<JobId, Error> {
+    let fields = Fields::parse(body)?;
+    if let Some(id) = fields.opt_str("id")? {
+        return Ok(JobId::from_client(&id));
+    }
+    let bad_handle =
+        || Error::InvalidRequest("Field 'jobHandle' is not a valid job handle.".into());
+    let handle: Value = match fields.raw("jobHandle") {
+        None => {
+            return Err(Error::InvalidRequest(
+                "The body needs an 'id' or a 'jobHandle' field.".into(),
+            ))
+        }
+        // The handle is JSON text inside a string; accept the object itself too.
+        Some(raw) => match serde_json::from_str::<Value>(raw.get()).map_err(|_| bad_handle())? {
+            Value::String(text) => serde_json::from_str(&text).map_err(|_| bad_handle())?,
+            other => other,
+        },
+    };
+    match handle.get("jobId").and_then(Value::as_str) {
+        Some(id) if !id.is_empty() => Ok(JobId::from_client(id)),
+        _ => Err(bad_handle()),
+    }
+}
+
+/// The job handle: JSON text naming the job, with SPEC.md's key order.
+pub fn job_handle(id: &JobId) -> String {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Handle<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        job_id: &'a str,
+        node_id: Option<()>,
+        module_id: Option<()>,
+        persist_job_result: Option<()>,
+    }
+    let handle = Handle {
+        kind: "v1",
+        job_id: id.as_str(),
+        node_id: None,
+        module_id: None,
+        persist_job_result: None,
+    };
+    serde_json::to_string(&handle).unwrap_or_default()
+}
+
+/// The answer to an async submit.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Submitted<'a> {
+    id: &'a str,
+    node_id: Option<()>,
+    module_id: Option<()>,
+    job_handle: String,
+    persist_job_result: Option<()>,
+    status: Status<'a>,
+}
+
+pub fn submitted(id: &JobId) -> Submitted<'_> {
+    Submitted {
+        id: id.as_str(),
+        node_id: None,
+        module_id: None,
+        job_handle: job_handle(id),
+        persist_job_result: None,
+        status: Status::Queued {
+            queued: Queued {
+                queue_info: "NORMAL_OPERATION",
+            },
+        },
+    }
+}
+
+/// A job status, tagged by `type` with the payload under the same name.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Status<'a> {
+    Queued { queued: Queued },
+    Running { running: Progress },
+    Succeeded { succeeded: Progress },
+    Failed { failed: Failure<'a> },
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Queued {
+    queue_info: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    metadata: Option<()>,
+    intermediate_job_info_list: [(); 0],
+    multiplexer_job_timing: Timing,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+enum Timing {
+    QueuedJob {
+        #[serde(rename = "queuedJob")]
+        queued_job: QueuedJobTiming,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct QueuedJobTiming {
+    multiplexer_submit_time_millis: u64,
+    queue_submit_time_millis: u64,
+    queued_job_dispatch_time_millis: u64,
+    module_submit_time_millis: u64,
+}
+
+#[derive(Serialize)]
+pub struct Failure<'a> {
+    message: &'a str,
+}
+
+/// The status route's body.
+pub fn status(job: &JobView) -> Status<'_> {
+    match job.state {
+        JobState::Queued => Status::Queued {
+            queued: Queued {
+                queue_info: "NORMAL_OPERATION",
+            },
+        },
+        JobState::Running => Status::Running {
+            running: progress(job),
+        },
+        JobState::Succeeded => Status::Succeeded {
+            succeeded: progress(job),
+        },
+        JobState::Failed => Status::Failed {
+            failed: Failure {
+                message: job
+                    .error_message
+                    .as_deref()
+                    .unwrap_or(crate::jobs::DEFAULT_FAILURE),
+            },
+        },
+    }
+}
+
+fn progress(job: &JobView) -> Progress {
+    // A result may arrive for a job never polled; it was then "dispatched" when it finished.
+    let dispatched = job
+        .dispatched_at
+        .or(job.finished_at)
+        .unwrap_or(job.submitted_at);
+    Progress {
+        metadata: None,
+        intermediate_job_info_list: [],
+        multiplexer_job_timing: Timing::QueuedJob {
+            queued_job: QueuedJobTiming {
+                multiplexer_submit_time_millis: job.submitted_at,
+                queue_submit_time_millis: job.submitted_at,
+                queued_job_dispatch_time_millis: dispatched,
+                module_submit_time_millis: dispatched,
+            },
+        },
+    }
+}
+
+/// The job envelope a poll returns.
+#[derive(Serialize)]
+pub struct Envelope<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "computeModuleJobV1")]
+    job: EnvelopeJob<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvelopeJob<'a> {
+    job_id: &'a str,
+    query_type: &'a str,
+    query: &'a RawValue,
+    temporary_credentials_auth_token: Option<&'a str>,
+    auth_header: Option<&'a str>,
+    user_id: Option<&'a str>,
+}
+
+/// Serializes the envelope of a dispatched job.
+pub fn envelope(job: &Dispatched) -> Result<Vec<u8>, Error> {
+    // The query was validated as JSON when the job was submitted.
+    let query: &RawValue = serde_json::from_str(&job.query)
+        .map_err(|e| Error::Internal(format!("stored query is not JSON: {e}")))?;
+    let envelope = Envelope {
+        kind: "computeModuleJobV1",
+        job: EnvelopeJob {
+            job_id: job.job_id.as_str(),
+            query_type: &job.query_type,
+            query,
+            temporary_credentials_auth_token: None,
+            auth_header: job.auth_header.as_deref(),
+            user_id: None,
+        },
+    };
+    serde_json::to_vec(&envelope).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// The body of `POST /runtimes`.
+pub struct CreateRuntimeBody {
+    pub runtime_id: String,
+    pub deployed_app_rid: Option<String>,
+    pub branch: Option<String>,
+    pub display_name: Option<String>,
+}
+
+impl CreateRuntimeBody {
+    pub fn parse(body: &[u8]) -> Result<CreateRuntimeBody, Error> {
+        let fields = Fields::parse(body)?;
+        let non_blank = |name| -> Result<Option<String>, Error> {
+            Ok(fields
+                .opt_str(name)?
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()))
+        };
+        let runtime_id = fields.required_str("runtimeId")?;
+        if runtime_id.contains('/') {
+            return Err(Error::InvalidRequest(
+                "Field 'runtimeId' must not contain '/'.".into(),
+            ));
+        }
+        Ok(CreateRuntimeBody {
+            runtime_id,
+            deployed_app_rid: non_blank("deployedAppRid")?,
+            branch: non_blank("branch")?,
+            display_name: non_blank("displayName")?,
+        })
+    }
+}
+
+/// The answer to `POST /runtimes`.
+pub fn session(runtime_id: &str, token: &str, runtime_base: &str) -> Value {
+    let base = format!("{runtime_base}/{}", percent_encode(runtime_id));
+    json!({
+        "runtimeId": runtime_id,
+        "moduleAuthToken": token,
+        "getJobUri": format!("{base}/job"),
+        "postResultUri": format!("{base}/results"),
+        "postSchemaUri": format!("{base}/schemas"),
+        "restartNotificationUri": format!("{base}/restart"),
+    })
+}
+
+/// Reads the schema formats SPEC.md lists into (function name, schema) pairs.
+pub fn schemas(body: &[u8]) -> Result<Vec<(String, Value)>, Error> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Error::InvalidRequest(format!("The request body is not valid JSON: {e}.")))?;
+    match value {
+        Value::Array(items) => items.into_iter().map(schema_entry).collect(),
+        Value::Object(mut map) => {
+            for key in ["functions", "schemas"] {
+                if let Some(Value::Array(items)) = map.remove(key) {
+                    return items.into_iter().map(schema_entry).collect();
+                }
+            }
+            Ok(map.into_iter().collect())
+        }
+        _ => Err(Error::InvalidRequest(
+            "Schemas must be a JSON array or object.".into(),
+        )),
+    }
+}
+
+/// One list entry: a name field, and either a `schema`/`schemaPayload` field or itself.
+fn schema_entry(item: Value) -> Result<(String, Value), Error> {
+    let Value::Object(mut map) = item else {
+        return Err(Error::InvalidRequest(
+            "Each schema entry must be a JSON object.".into(),
+        ));
+    };
+    let name = ["functionName", "function_name", "name", "apiName"]
+        .iter()
+        .find_map(|key| map.get(*key).and_then(Value::as_str).map(str::to_string))
+        .ok_or_else(|| {
+            Error::InvalidRequest(
+                "A schema entry has no 'functionName' (or 'function_name', 'name').".into(),
+            )
+        })?;
+    let schema = ["schema", "schemaPayload"]
+        .iter()
+        .find_map(|key| map.remove(*key))
+        .unwrap_or(Value::Object(map));
+    Ok((name, schema))
+}
+
+/// The inspection route's body. Never includes a token.
+pub fn inspection(runtime: &RuntimeView, job: &JobView) -> Value {
+    json!({
+        "runtime": runtime_json(runtime),
+        "job": job_json(job),
+        "schemas": runtime.schemas.iter().map(|(name, schema)| json!({
+            "function_name": name,
+            "schema": schema,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn runtime_json(rt: &RuntimeView) -> Value {
+    json!({
+        "runtime_id": &*rt.id,
+        "display_name": rt.display_name,
+        "connected": rt.connected,
+        "last_poll_at": rt.last_poll_at,
+        "created_at": rt.created_at,
+        "resets": rt.resets,
+        "queued_jobs": rt.queued,
+        "deployed_apps": rt.bindings.iter().map(|b| json!({
+            "deployed_app_rid": &*b.deployed_app_rid,
+            "branch": &*b.branch,
+            "display_name": b.display_name,
+            "active": b.active,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn job_json(job: &JobView) -> Value {
+    let (utf8, base64) = match &job.result {
+        None => (None, None),
+        Some(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => (Some(text.to_string()), None),
+            Err(_) => (None, Some(base64_encode(bytes))),
+        },
+    };
+    json!({
+        "id": job.id.as_str(),
+        "runtime_id": &*job.runtime_id,
+        "deployed_app_rid": job.deployed_app_rid.as_deref(),
+        "branch": job.branch.as_deref(),
+        "query_type": &*job.query_type,
+        "query": serde_json::from_str::<Value>(&job.query).unwrap_or(Value::Null),
+        "source": job.source.as_str(),
+        "status": job.state.as_str(),
+        "submitted_at": job.submitted_at,
+        "dispatched_at": job.dispatched_at,
+        "finished_at": job.finished_at,
+        "error_message": job.error_message,
+        "result_content_type": job.result_content_type,
+        "result_body_utf8": utf8,
+        "result_body_base64": base64,
+    })
+}
+
+/// Standard base64 with padding (RFC 4648), for non-UTF-8 results in inspection.
+pub fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Escapes what cannot stand in a path segment.
+fn percent_encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(base64_encode(input.as_bytes()), want, "{input:?}");
+        }
+        assert_eq!(base64_encode(&[0x00, 0xff, 0xfe]), "AP/+");
+    }
+
+    #[test]
+    fn schema_formats_all_map_to_names() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                r#"[{"functionName":"a","schema":{"x":1}},{"function_name":"b","schemaPayload":2}]"#,
+                &["a", "b"],
+            ),
+            (r#"{"functions":[{"name":"c","schema":3}]}"#, &["c"]),
+            (r#"{"schemas":[{"functionName":"d","inputs":[]}]}"#, &["d"]),
+            (r#"{"e":{"type":"object"}}"#, &["e"]),
+        ];
+        for (body, names) in cases {
+            let got: Vec<String> = schemas(body.as_bytes())
+                .unwrap()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            assert_eq!(&got, names, "{body}");
+        }
+        let whole = schemas(br#"[{"functionName":"d","inputs":[1]}]"#).unwrap();
+        assert_eq!(whole[0].1, json!({"functionName": "d", "inputs": [1]}));
+        assert!(schemas(b"[1]").is_err());
+        assert!(schemas(b"[{\"schema\":1}]").is_err());
+        assert!(schemas(b"3").is_err());
+    }
+
+    #[test]
+    fn job_handle_round_trips() {
+        let id = JobId::from_client("foundry_job_abc");
+        let body = json!({"jobHandle": job_handle(&id)}).to_string();
+        assert_eq!(result_request_job_id(body.as_bytes()).unwrap(), id);
+        let both = json!({"id": "x", "jobHandle": job_handle(&id)}).to_string();
+        assert_eq!(
+            result_request_job_id(both.as_bytes()).unwrap().as_str(),
+            "x"
+        );
+        assert!(result_request_job_id(br#"{"jobHandle":"nope"}"#).is_err());
+        assert!(result_request_job_id(br#"{}"#).is_err());
+    }
+}

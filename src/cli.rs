@@ -1,0 +1,159 @@
+//! The command line: argh flags, turned into a validated [`Config`], and one fn per subcommand.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use argh::FromArgs;
+
+use crate::config::{Config, Seed};
+use crate::emulator::Emulator;
+
+/// Emulates Palantir Foundry compute-module job execution (Contour API and runtime API).
+#[derive(FromArgs, Debug)]
+pub struct Args {
+    #[argh(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum Command {
+    Serve(ServeArgs),
+}
+
+/// Run the emulator (what a bare `foundry-emulator` does).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "serve")]
+pub struct ServeArgs {
+    /// address to bind (default 127.0.0.1)
+    #[argh(option, default = "String::from(\"127.0.0.1\")")]
+    host: String,
+    /// port to bind; 0 picks a free one, printed at start-up (default 4000)
+    #[argh(option, default = "4000")]
+    port: u16,
+    /// base URL of the runtime URIs handed to modules (default http://HOST:PORT)
+    #[argh(option)]
+    public_url: Option<String>,
+    /// seed config file (JSON): runtimes, deployed apps, tokens
+    #[argh(option)]
+    seed: Option<PathBuf>,
+    /// front worker threads taking requests off the listener (default 4)
+    #[argh(option, default = "4")]
+    threads: usize,
+    /// threads in each waiting lane, one for sync executes and one for long polls (default 64)
+    #[argh(option, default = "64")]
+    wait_threads: usize,
+    /// sync executes that may queue for a waiting thread before 503 (default 1024)
+    #[argh(option, default = "1024")]
+    wait_queue: usize,
+    /// seconds a sync execute waits for its job before 504 (default 30)
+    #[argh(option, default = "Duration::from_secs(30)", from_str_fn(parse_secs))]
+    execute_timeout: Duration,
+    /// seconds an empty job poll is held open before 204; 0 answers at once (default 10)
+    #[argh(option, default = "Duration::from_secs(10)", from_str_fn(parse_secs))]
+    poll_wait: Duration,
+    /// largest accepted request body in bytes (default 67108864, 64 MiB)
+    #[argh(option, default = "64 * 1024 * 1024")]
+    max_body: u64,
+    /// a bearer token the Contour routes accept; repeatable; none = any non-empty token
+    #[argh(option)]
+    token: Vec<String>,
+    /// queued jobs per runtime before submits get 503 (default 10000)
+    #[argh(option, default = "10_000")]
+    max_queued: usize,
+}
+
+fn parse_secs(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("'{value}' is not a number of seconds"))
+}
+
+/// A failure to report once, as `foundry-emulator: <sentence>`, with exit code 2.
+#[derive(Debug)]
+pub struct CliError(pub String);
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// Runs one subcommand; a bare invocation serves with defaults.
+pub fn run(args: Args) -> Result<ExitCode, CliError> {
+    match args.command {
+        None => serve(ServeArgs::from_args(&["serve"], &[]).map_err(|e| CliError(e.output))?),
+        Some(Command::Serve(serve_args)) => serve(serve_args),
+    }
+}
+
+impl ServeArgs {
+    /// Validates the flags into a [`Config`], loading the seed file.
+    pub fn into_config(self) -> Result<Config, CliError> {
+        let seed = match &self.seed {
+            Some(path) => Seed::load(path).map_err(|e| CliError(e.to_string()))?,
+            None => Seed::default(),
+        };
+        if self.threads == 0 || self.wait_threads == 0 {
+            return Err(CliError(
+                "--threads and --wait-threads must be at least 1".into(),
+            ));
+        }
+        Ok(Config {
+            host: self.host,
+            port: self.port,
+            public_url: self.public_url,
+            seed,
+            threads: self.threads,
+            wait_threads: self.wait_threads,
+            wait_queue: self.wait_queue,
+            execute_timeout: self.execute_timeout,
+            poll_wait: self.poll_wait,
+            max_body: self.max_body,
+            tokens: self.token,
+            max_queued: self.max_queued,
+        })
+    }
+}
+
+/// Serves until the process is killed; prints the bound address first.
+fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
+    let config = args.into_config()?;
+    let strict = !config.tokens.is_empty() || !config.seed.tokens.is_empty();
+    let running = Emulator::start(config).map_err(|e| CliError(e.to_string()))?;
+    // The one line scripts read to learn the port (with --port 0); stdout, flushed.
+    println!("foundry-emulator listening on {}", running.base_url());
+    log::info!(
+        "serving on {} ({} bearer tokens)",
+        running.base_url(),
+        if strict {
+            "only configured"
+        } else {
+            "any non-empty"
+        }
+    );
+    for rt in running.runtimes() {
+        let apps: Vec<String> = rt
+            .bindings
+            .iter()
+            .map(|b| {
+                format!(
+                    "{}@{}{}",
+                    b.deployed_app_rid,
+                    b.branch,
+                    if b.active { "" } else { " (inactive)" }
+                )
+            })
+            .collect();
+        log::info!("runtime '{}' bound to [{}]", rt.id, apps.join(", "));
+    }
+    loop {
+        std::thread::park();
+    }
+}

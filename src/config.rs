@@ -1,0 +1,336 @@
+//! The validated, immutable configuration, its defaults, and the seed file.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+/// Everything `Emulator::start` needs. Build it with `Config::default()` and adjust fields.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to bind. Default `127.0.0.1`.
+    pub host: String,
+    /// Port to bind; 0 picks a free one. Default 4000.
+    pub port: u16,
+    /// Base of the runtime URIs handed to modules. Default `http://HOST:PORT` (bound port).
+    pub public_url: Option<String>,
+    /// Runtimes, bindings and tokens to create at start-up.
+    pub seed: Seed,
+    /// Front workers taking requests off the listener. Default 4.
+    pub threads: usize,
+    /// Threads in each waiting lane (sync executes; long polls). Default 64.
+    pub wait_threads: usize,
+    /// Sync executes admitted beyond `wait_threads` that queue for a thread. Default 1024.
+    pub wait_queue: usize,
+    /// How long a sync execute waits for its job. Default 30 s.
+    pub execute_timeout: Duration,
+    /// How long an empty job poll is held open before 204; zero answers at once. Default 10 s.
+    pub poll_wait: Duration,
+    /// Largest accepted request body in bytes. Default 64 MiB.
+    pub max_body: u64,
+    /// Bearer tokens the Contour routes accept; empty accepts any non-empty token. Default empty.
+    pub tokens: Vec<String>,
+    /// Queued jobs per runtime beyond which submits get 503. Default 10,000.
+    pub max_queued: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            host: "127.0.0.1".to_string(),
+            port: 4000,
+            public_url: None,
+            seed: Seed::default(),
+            threads: 4,
+            wait_threads: 64,
+            wait_queue: 1024,
+            execute_timeout: Duration::from_secs(30),
+            poll_wait: Duration::from_secs(10),
+            max_body: 64 * 1024 * 1024,
+            tokens: Vec::new(),
+            max_queued: 10_000,
+        }
+    }
+}
+
+/// The runtimes, bindings and tokens of a seed file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seed {
+    pub runtimes: Vec<SeedRuntime>,
+    pub deployed_apps: Vec<SeedApp>,
+    pub tokens: Vec<String>,
+}
+
+/// A `runtimes[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedRuntime {
+    pub runtime_id: String,
+    /// A fixed token; generated when absent.
+    pub module_auth_token: Option<String>,
+    pub display_name: Option<String>,
+}
+
+/// A `deployed_apps[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedApp {
+    pub deployed_app_rid: String,
+    pub runtime_id: String,
+    /// Default `master`.
+    pub branch: String,
+    pub display_name: Option<String>,
+    /// Default true.
+    pub active: bool,
+}
+
+/// A seed file that cannot be used, naming the file, the entry and the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// JSON path of the entry, e.g. `foundry.compute_modules.deployed_apps[1]`; empty for the file.
+    pub entry: String,
+    /// The offending field; empty when the entry as a whole is wrong.
+    pub field: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "seed file {}", self.file.display())?;
+        if !self.entry.is_empty() {
+            write!(f, ", entry {}", self.entry)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ", field '{}'", self.field)?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Keys of `compute_modules` entries we read; others are warned about.
+const RUNTIME_KEYS: &[&str] = &["runtime_id", "module_auth_token", "display_name"];
+const APP_KEYS: &[&str] = &[
+    "deployed_app_rid",
+    "runtime_id",
+    "branch",
+    "display_name",
+    "active",
+];
+
+impl Seed {
+    /// Reads and validates a seed file.
+    pub fn load(path: &Path) -> Result<Seed, ConfigError> {
+        let err = |entry: &str, field: &str, reason: String| ConfigError {
+            file: path.to_path_buf(),
+            entry: entry.to_string(),
+            field: field.to_string(),
+            reason,
+        };
+        let text = std::fs::read(path).map_err(|e| err("", "", format!("cannot be read: {e}")))?;
+        let root: Value = serde_json::from_slice(&text)
+            .map_err(|e| err("", "", format!("is not valid JSON: {e}")))?;
+        Seed::from_json(&root).map_err(|(entry, field, reason)| err(&entry, &field, reason))
+    }
+
+    /// Validates a parsed seed document; errors are (entry, field, reason).
+    pub fn from_json(root: &Value) -> Result<Seed, (String, String, String)> {
+        let fail = |entry: &str, field: &str, reason: &str| {
+            Err((entry.to_string(), field.to_string(), reason.to_string()))
+        };
+        let Some(root) = root.as_object() else {
+            return fail("", "", "the document must be a JSON object");
+        };
+        let mut seed = Seed {
+            tokens: string_list(root, "", "tokens")?,
+            ..Seed::default()
+        };
+        let Some(foundry) = root.get("foundry") else {
+            return Ok(seed);
+        };
+        let Some(foundry) = foundry.as_object() else {
+            return fail("foundry", "", "must be an object");
+        };
+        seed.tokens
+            .extend(string_list(foundry, "foundry", "tokens")?);
+        let ignored: Vec<&str> = foundry
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !["compute_modules", "tokens"].contains(k))
+            .collect();
+        if !ignored.is_empty() {
+            log::warn!(
+                "seed: ignoring foundry.{{{}}}: the emulator only uses compute_modules and tokens",
+                ignored.join(", ")
+            );
+        }
+        let Some(cm) = foundry.get("compute_modules") else {
+            return Ok(seed);
+        };
+        let Some(cm) = cm.as_object() else {
+            return fail("foundry.compute_modules", "", "must be an object");
+        };
+        for (i, entry) in entries(cm, "runtimes")?.iter().enumerate() {
+            let at = format!("foundry.compute_modules.runtimes[{i}]");
+            let obj = object(entry, &at, RUNTIME_KEYS)?;
+            let runtime_id = required_string(obj, &at, "runtime_id")?;
+            if runtime_id.contains('/') {
+                return fail(&at, "runtime_id", "must not contain '/'");
+            }
+            if seed.runtimes.iter().any(|r| r.runtime_id == runtime_id) {
+                return fail(
+                    &at,
+                    "runtime_id",
+                    &format!("'{runtime_id}' is declared twice"),
+                );
+            }
+            seed.runtimes.push(SeedRuntime {
+                runtime_id,
+                module_auth_token: optional_string(obj, &at, "module_auth_token")?,
+                display_name: optional_string(obj, &at, "display_name")?,
+            });
+        }
+        for (i, entry) in entries(cm, "deployed_apps")?.iter().enumerate() {
+            let at = format!("foundry.compute_modules.deployed_apps[{i}]");
+            let obj = object(entry, &at, APP_KEYS)?;
+            let runtime_id = required_string(obj, &at, "runtime_id")?;
+            if !seed.runtimes.iter().any(|r| r.runtime_id == runtime_id) {
+                return fail(
+                    &at,
+                    "runtime_id",
+                    &format!("names runtime '{runtime_id}', which no runtimes[] entry declares"),
+                );
+            }
+            let active = match obj.get("active") {
+                None => true,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return fail(&at, "active", "must be true or false"),
+            };
+            seed.deployed_apps.push(SeedApp {
+                deployed_app_rid: required_string(obj, &at, "deployed_app_rid")?,
+                runtime_id,
+                branch: optional_string(obj, &at, "branch")?
+                    .unwrap_or_else(|| "master".to_string()),
+                display_name: optional_string(obj, &at, "display_name")?,
+                active,
+            });
+        }
+        Ok(seed)
+    }
+}
+
+type FieldResult<T> = Result<T, (String, String, String)>;
+
+fn entries<'a>(cm: &'a Map<String, Value>, key: &str) -> FieldResult<&'a [Value]> {
+    match cm.get(key) {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(items)) => Ok(items),
+        Some(_) => Err((
+            "foundry.compute_modules".into(),
+            key.into(),
+            "must be a list".into(),
+        )),
+    }
+}
+
+fn object<'a>(entry: &'a Value, at: &str, known: &[&str]) -> FieldResult<&'a Map<String, Value>> {
+    let obj = entry.as_object().ok_or_else(|| {
+        (
+            at.to_string(),
+            String::new(),
+            "must be an object".to_string(),
+        )
+    })?;
+    for key in obj.keys().filter(|k| !known.contains(&k.as_str())) {
+        log::warn!("seed: {at}: ignoring unknown field '{key}'");
+    }
+    Ok(obj)
+}
+
+fn optional_string(obj: &Map<String, Value>, at: &str, field: &str) -> FieldResult<Option<String>> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
+        Some(_) => Err((at.into(), field.into(), "must be a non-blank string".into())),
+    }
+}
+
+fn required_string(obj: &Map<String, Value>, at: &str, field: &str) -> FieldResult<String> {
+    optional_string(obj, at, field)?.ok_or_else(|| {
+        (
+            at.into(),
+            field.into(),
+            "is required (a non-blank string)".into(),
+        )
+    })
+}
+
+fn string_list(obj: &Map<String, Value>, at: &str, field: &str) -> FieldResult<Vec<String>> {
+    let bad = || {
+        (
+            at.to_string(),
+            field.to_string(),
+            "must be a list of non-blank strings".to_string(),
+        )
+    };
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .filter(|s| !s.trim().is_empty())
+                    .map(str::to_string)
+                    .ok_or_else(bad)
+            })
+            .collect(),
+        Some(_) => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_fill_in() {
+        let doc = json!({"foundry": {"users": [], "compute_modules": {
+            "runtimes": [{"runtime_id": "rt"}],
+            "deployed_apps": [{"deployed_app_rid": "ri.app", "runtime_id": "rt"}]}}});
+        let seed = Seed::from_json(&doc).unwrap();
+        assert_eq!(seed.runtimes[0].module_auth_token, None);
+        assert_eq!(seed.deployed_apps[0].branch, "master");
+        assert!(seed.deployed_apps[0].active);
+    }
+
+    #[test]
+    fn errors_name_entry_and_field() {
+        let cases = [
+            (json!([]), "", ""),
+            (
+                json!({"foundry": {"compute_modules": {"runtimes": [{}]}}}),
+                "foundry.compute_modules.runtimes[0]",
+                "runtime_id",
+            ),
+            (
+                json!({"foundry": {"compute_modules": {"runtimes": [{"runtime_id": "a"}],
+                "deployed_apps": [{"deployed_app_rid": "x", "runtime_id": "a"}, {"deployed_app_rid": "y", "runtime_id": "b"}]}}}),
+                "foundry.compute_modules.deployed_apps[1]",
+                "runtime_id",
+            ),
+            (
+                json!({"foundry": {"compute_modules": {"runtimes": [{"runtime_id": "a"}],
+                "deployed_apps": [{"deployed_app_rid": "x", "runtime_id": "a", "active": "yes"}]}}}),
+                "foundry.compute_modules.deployed_apps[0]",
+                "active",
+            ),
+            (json!({"tokens": [1]}), "", "tokens"),
+        ];
+        for (doc, entry, field) in cases {
+            let (e, f, _) = Seed::from_json(&doc).unwrap_err();
+            assert_eq!((e.as_str(), f.as_str()), (entry, field), "{doc}");
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Starting and stopping a whole emulator: listener, job table, seed, worker pool.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use crate::api::App;
+use crate::auth::{BearerPolicy, Secret};
+use crate::config::Config;
+use crate::error::Error;
+use crate::http::{HttpServer, LaneGate, ServerOptions};
+use crate::jobs::table::{Limits, RuntimeView, SessionSpec};
+use crate::jobs::{EnqueueRequest, JobId, JobSource, JobTable, JobView, Target};
+use crate::runtimes::Binding;
+
+/// The entry point of the library.
+pub struct Emulator;
+
+impl Emulator {
+    /// Binds `config.host:config.port`, seeds runtimes and bindings, and starts serving.
+    ///
+    /// Returns once the listener is bound: requests are accepted from then on.
+    pub fn start(config: Config) -> std::io::Result<Running> {
+        let bind = format!("{}:{}", config.host, config.port);
+        let listener = TcpListener::bind(&bind)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {bind}: {e}")))?;
+        let addr = listener.local_addr()?;
+        let base_url = format!("http://{addr}");
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| base_url.clone())
+            .trim_end_matches('/')
+            .to_string();
+
+        let table = Arc::new(JobTable::new(Limits {
+            max_queued: config.max_queued,
+        }));
+        seed(&table, &config);
+
+        let execute_lane = LaneGate::new("execute", config.wait_threads, config.wait_queue);
+        // Polls never queue for a lane thread: a poll that finds every thread busy gets 204.
+        let poll_lane = LaneGate::new("poll", config.wait_threads, 0);
+        let mut tokens = config.tokens.clone();
+        tokens.extend(config.seed.tokens.iter().cloned());
+        let app = Arc::new(App {
+            table: table.clone(),
+            bearer: BearerPolicy::from_tokens(tokens),
+            public_url,
+            execute_timeout: config.execute_timeout,
+            poll_wait: config.poll_wait,
+            execute_lane: execute_lane.clone(),
+            poll_lane: poll_lane.clone(),
+        });
+        let options = ServerOptions {
+            front_threads: config.threads,
+            lanes: vec![execute_lane, poll_lane],
+            max_body: config.max_body,
+        };
+        let http = HttpServer::start(listener, app, options)?;
+        Ok(Running {
+            addr,
+            base_url,
+            table,
+            http: Some(http),
+        })
+    }
+}
+
+fn seed(table: &JobTable, config: &Config) {
+    for rt in &config.seed.runtimes {
+        table.create_runtime(SessionSpec {
+            runtime_id: rt.runtime_id.clone(),
+            display_name: rt.display_name.clone(),
+            token: rt.module_auth_token.clone().map(Secret::new),
+            ..SessionSpec::default()
+        });
+    }
+    for app in &config.seed.deployed_apps {
+        // Seed validation guarantees the runtime exists.
+        let _ = table.add_binding(Binding {
+            deployed_app_rid: app.deployed_app_rid.as_str().into(),
+            runtime_id: app.runtime_id.as_str().into(),
+            branch: app.branch.as_str().into(),
+            display_name: app.display_name.clone(),
+            active: app.active,
+        });
+    }
+}
+
+/// A running emulator. Dropping it shuts it down.
+pub struct Running {
+    addr: SocketAddr,
+    base_url: String,
+    table: Arc<JobTable>,
+    http: Option<HttpServer>,
+}
+
+impl Running {
+    /// The bound address (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, the base of every route.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Enqueues a `runtime-direct` job for a runtime, bypassing Contour and bindings.
+    pub fn enqueue_direct(
+        &self,
+        runtime_id: &str,
+        query_type: &str,
+        query: &serde_json::Value,
+    ) -> Result<JobId, Error> {
+        self.table.enqueue(EnqueueRequest {
+            target: Target::Runtime(runtime_id.to_string()),
+            query_type: query_type.to_string(),
+            query: query.to_string(),
+            source: JobSource::RuntimeDirect,
+            auth_header: None,
+        })
+    }
+
+    /// A snapshot of a job.
+    pub fn job(&self, id: &JobId) -> Option<JobView> {
+        self.table.job(id)
+    }
+
+    /// Public facts of every runtime, sorted by id.
+    pub fn runtimes(&self) -> Vec<RuntimeView> {
+        self.table.runtimes()
+    }
+
+    /// Fails open jobs, wakes every wait, stops the workers and joins them.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(http) = self.http.take() {
+            self.table.shutdown();
+            http.shutdown();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

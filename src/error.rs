@@ -1,0 +1,139 @@
+//! The one error type of the HTTP API: every variant is one row of SPEC.md's error table.
+//!
+//! Handlers return `Result<Reply, Error>` and use `?`; `Reply::from(Error)` (in `http::reply`)
+//! is the only place that writes the `{"error", "error_description"}` JSON body.
+
+use std::fmt;
+
+use crate::jobs::JobId;
+
+/// Everything a request can fail with. `Display` is the `error_description` sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The body is not JSON, not an object, or misses or mistypes a required field.
+    InvalidRequest(String),
+    /// A Contour route without a valid `Authorization: Bearer` token.
+    InvalidToken,
+    /// A runtime route with a missing or wrong `Module-Auth-Token`.
+    InvalidModuleAuthToken,
+    /// Unknown route, runtime, job, or no active binding for a deployed app.
+    NotFound(String),
+    /// A known path asked with a method it does not serve; carries the allowed methods.
+    MethodNotAllowed(&'static [&'static str]),
+    /// `result/v2` asked before the job succeeded.
+    JobNotReady(JobId),
+    /// A second result posted for a job that is already terminal.
+    Conflict(JobId),
+    /// The body is larger than `--max-body`; carries the limit in bytes.
+    PayloadTooLarge(u64),
+    /// A sync execute whose job failed; carries the failure message.
+    JobFailed(String),
+    /// The server sheds load: a queue or a waiting lane is full. Carries what is full.
+    Overloaded(String),
+    /// A sync execute whose job did not finish before the execute timeout.
+    JobTimeout(JobId),
+    /// A handler panicked. SPEC.md has no code for this; we answer 500 `internal_error`.
+    Internal(String),
+}
+
+impl Error {
+    /// The HTTP status code SPEC.md assigns to this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::InvalidRequest(_) => 400,
+            Error::InvalidToken | Error::InvalidModuleAuthToken => 401,
+            Error::NotFound(_) => 404,
+            Error::MethodNotAllowed(_) => 405,
+            Error::JobNotReady(_) | Error::Conflict(_) => 409,
+            Error::PayloadTooLarge(_) => 413,
+            Error::JobFailed(_) | Error::Internal(_) => 500,
+            Error::Overloaded(_) => 503,
+            Error::JobTimeout(_) => 504,
+        }
+    }
+
+    /// The machine-readable `error` code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidRequest(_) => "invalid_request",
+            Error::InvalidToken => "invalid_token",
+            Error::InvalidModuleAuthToken => "invalid_module_auth_token",
+            Error::NotFound(_) => "not_found",
+            Error::MethodNotAllowed(_) => "method_not_allowed",
+            Error::JobNotReady(_) => "job_not_ready",
+            Error::Conflict(_) => "conflict",
+            Error::PayloadTooLarge(_) => "payload_too_large",
+            Error::JobFailed(_) => "job_failed",
+            Error::Overloaded(_) => "overloaded",
+            Error::JobTimeout(_) => "job_timeout",
+            Error::Internal(_) => "internal_error",
+        }
+    }
+
+    /// Extra response headers this error requires (`WWW-Authenticate`, `Allow`, `Retry-After`).
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Error::InvalidToken => vec![("WWW-Authenticate", "Bearer".to_string())],
+            Error::MethodNotAllowed(allowed) => vec![("Allow", allowed.join(", "))],
+            Error::Overloaded(_) => vec![("Retry-After", "1".to_string())],
+            // The rest of a too-large body is never read, so the connection cannot be reused.
+            Error::PayloadTooLarge(_) => vec![("Connection", "close".to_string())],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Shorthand for the 404 of an unknown job.
+    pub fn job_not_found(id: &str) -> Error {
+        Error::NotFound(format!("Compute-module job '{id}' was not found."))
+    }
+
+    /// Shorthand for the 404 of an unknown runtime.
+    pub fn runtime_not_found(id: &str) -> Error {
+        Error::NotFound(format!("Compute-module runtime '{id}' was not found."))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidRequest(why) => f.write_str(why),
+            Error::InvalidToken => {
+                f.write_str("A valid 'Authorization: Bearer <token>' header is required.")
+            }
+            Error::InvalidModuleAuthToken => {
+                f.write_str("The Module-Auth-Token header is invalid.")
+            }
+            Error::NotFound(why) => f.write_str(why),
+            Error::MethodNotAllowed(allowed) => {
+                write!(f, "This route only allows {}.", allowed.join(", "))
+            }
+            Error::JobNotReady(id) => {
+                write!(
+                    f,
+                    "Compute-module job '{id}' has not completed successfully."
+                )
+            }
+            Error::Conflict(id) => write!(
+                f,
+                "Compute-module job '{id}' already finished; the first result is kept."
+            ),
+            Error::PayloadTooLarge(limit) => {
+                write!(
+                    f,
+                    "The request body is larger than the {limit}-byte limit (--max-body)."
+                )
+            }
+            Error::JobFailed(message) => f.write_str(message),
+            Error::Overloaded(what) => {
+                write!(f, "The emulator is overloaded: {what}. Retry later.")
+            }
+            Error::JobTimeout(id) => {
+                write!(f, "Timed out waiting for compute-module job '{id}'.")
+            }
+            Error::Internal(why) => write!(f, "Internal emulator error: {why}."),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,316 @@
+//! The worker pool: front workers take requests off tiny_http, waiting lanes hold blocked ones.
+//!
+//! tiny_http reads connections on its own threads and queues parsed requests. Our `front`
+//! workers (a fixed number) each loop on `recv()`, read the body (capped), and call
+//! [`Handler::handle`]. A request that must wait (a sync execute, a long poll) comes back as
+//! [`Outcome::Wait`] and is passed, with its tiny_http request, to a *waiting lane*: a bounded
+//! crossbeam channel drained by that lane's own fixed threads, which call [`Handler::finish`]
+//! and answer. So a blocked wait never occupies a front worker, and the requests that end
+//! waits (result posts, polls, status) are always served.
+//!
+//! Admission to a lane is decided by the handler *before* it creates any state, through a
+//! [`LaneGate`] whose capacity equals the lane channel's bound: a request that gets a
+//! [`LaneTicket`] is guaranteed a place, one that does not gets `503 overloaded` and leaves
+//! nothing behind. Every handler call runs under `catch_unwind`; a panic becomes a JSON 500
+//! and the worker lives on.
+
+use std::io::{Cursor, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::{Body, Reply, Req};
+use crate::error::Error;
+
+/// What a handler does with a request: answer now, or wait in a lane.
+pub enum Outcome<W> {
+    Reply(Reply),
+    Wait(W),
+}
+
+/// The application behind the server.
+pub trait Handler: Send + Sync + 'static {
+    /// A parked request's state; it owns its [`LaneTicket`].
+    type Wait: Send + 'static;
+    /// Answers a request, or parks it. Runs on a front worker; must not block.
+    fn handle(&self, req: Req) -> Outcome<Self::Wait>;
+    /// Index into [`ServerOptions::lanes`] of the lane this wait belongs to.
+    fn lane(wait: &Self::Wait) -> usize;
+    /// Performs the wait and answers. Runs on a lane thread.
+    fn finish(&self, wait: Self::Wait) -> Reply;
+}
+
+/// Counts the requests admitted to one waiting lane (running or queued in it).
+#[derive(Debug)]
+pub struct LaneGate {
+    name: &'static str,
+    threads: usize,
+    capacity: usize,
+    in_use: AtomicUsize,
+}
+
+impl LaneGate {
+    /// A lane served by `threads` threads that admits up to `threads + queue` requests.
+    pub fn new(name: &'static str, threads: usize, queue: usize) -> Arc<LaneGate> {
+        let threads = threads.max(1);
+        Arc::new(LaneGate {
+            name,
+            threads,
+            capacity: threads + queue,
+            in_use: AtomicUsize::new(0),
+        })
+    }
+
+    /// Admits one request if the lane has room; the ticket frees the place when dropped.
+    pub fn try_enter(self: &Arc<Self>) -> Option<LaneTicket> {
+        self.in_use
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| LaneTicket(self.clone()))
+    }
+
+    /// The error a request gets when the lane is full.
+    pub fn overloaded(&self) -> Error {
+        Error::Overloaded(format!(
+            "all {} places of the {} lane are taken",
+            self.capacity, self.name
+        ))
+    }
+}
+
+/// A place in a waiting lane, held from admission until the request is answered.
+#[derive(Debug)]
+pub struct LaneTicket(Arc<LaneGate>);
+
+impl Drop for LaneTicket {
+    fn drop(&mut self) {
+        self.0.in_use.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Sizes of the pool.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Front workers calling `recv()`.
+    pub front_threads: usize,
+    /// The waiting lanes, indexed by [`Handler::lane`].
+    pub lanes: Vec<Arc<LaneGate>>,
+    /// Body cap in bytes (`--max-body`).
+    pub max_body: u64,
+}
+
+type Parked<W> = (tiny_http::Request, W, Instant);
+
+/// A running server. Dropping it without [`HttpServer::shutdown`] leaves threads running.
+pub struct HttpServer {
+    server: Arc<tiny_http::Server>,
+    addr: SocketAddr,
+    stopping: Arc<AtomicBool>,
+    front: Vec<JoinHandle<()>>,
+    lanes: Vec<JoinHandle<()>>,
+}
+
+impl HttpServer {
+    /// Serves `listener` (already bound, so the caller knows the address) with `handler`.
+    pub fn start<H: Handler>(
+        listener: TcpListener,
+        handler: Arc<H>,
+        options: ServerOptions,
+    ) -> std::io::Result<HttpServer> {
+        let addr = listener.local_addr()?;
+        let server = tiny_http::Server::from_listener(listener, None)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let server = Arc::new(server);
+        let stopping = Arc::new(AtomicBool::new(false));
+
+        let mut senders = Vec::new();
+        let mut lanes = Vec::new();
+        for gate in &options.lanes {
+            let (tx, rx) = crossbeam_channel::bounded::<Parked<H::Wait>>(gate.capacity);
+            senders.push(tx);
+            for n in 0..gate.threads {
+                let (rx, handler) = (rx.clone(), handler.clone());
+                lanes.push(spawn(format!("lane-{}-{n}", gate.name), move || {
+                    lane_loop(&*handler, rx)
+                })?);
+            }
+        }
+        let mut front = Vec::new();
+        for n in 0..options.front_threads.max(1) {
+            let worker = FrontWorker {
+                server: server.clone(),
+                handler: handler.clone(),
+                lanes: senders.clone(),
+                stopping: stopping.clone(),
+                max_body: options.max_body,
+            };
+            front.push(spawn(format!("front-{n}"), move || worker.run())?);
+        }
+        Ok(HttpServer {
+            server,
+            addr,
+            stopping,
+            front,
+            lanes,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets every worker finish its request, and joins all threads.
+    ///
+    /// The caller must first wake every wait (`JobTable::shutdown`), or lane threads would
+    /// sit out their deadlines here.
+    pub fn shutdown(self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // Each unblock() releases exactly one thread blocked in recv().
+        for _ in &self.front {
+            self.server.unblock();
+        }
+        for handle in self.front {
+            let _ = handle.join();
+        }
+        // The front workers held the only lane senders: the lanes drain and exit.
+        for handle in self.lanes {
+            let _ = handle.join();
+        }
+        drop(self.server);
+    }
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name).spawn(f)
+}
+
+struct FrontWorker<H: Handler> {
+    server: Arc<tiny_http::Server>,
+    handler: Arc<H>,
+    lanes: Vec<Sender<Parked<H::Wait>>>,
+    stopping: Arc<AtomicBool>,
+    max_body: u64,
+}
+
+impl<H: Handler> FrontWorker<H> {
+    fn run(self) {
+        loop {
+            let mut raw = match self.server.recv() {
+                Ok(raw) => raw,
+                Err(_) if self.stopping.load(Ordering::SeqCst) => return,
+                Err(e) => {
+                    log::warn!("accepting a connection failed: {e}");
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            let req = to_req(&mut raw, self.max_body);
+            let outcome = catch_unwind(AssertUnwindSafe(|| self.handler.handle(req)))
+                .unwrap_or_else(|panic| Outcome::Reply(panic_reply(panic)));
+            match outcome {
+                Outcome::Reply(reply) => respond(raw, reply, started),
+                Outcome::Wait(wait) => {
+                    // Cannot fail while the gate admitted `wait`: the channel holds
+                    // gate.capacity items and each admitted wait holds one ticket.
+                    if let Err(err) = self.lanes[H::lane(&wait)].try_send((raw, wait, started)) {
+                        let (raw, _, _) = err.into_inner();
+                        respond(
+                            raw,
+                            Error::Overloaded("a waiting lane is full".into()).into(),
+                            started,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn lane_loop<H: Handler>(handler: &H, rx: Receiver<Parked<H::Wait>>) {
+    for (raw, wait, started) in rx {
+        let reply =
+            catch_unwind(AssertUnwindSafe(|| handler.finish(wait))).unwrap_or_else(panic_reply);
+        respond(raw, reply, started);
+    }
+}
+
+fn panic_reply(panic: Box<dyn std::any::Any + Send>) -> Reply {
+    let why = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a handler panicked".to_string());
+    log::error!("handler panicked: {why}");
+    Error::Internal(why).into()
+}
+
+/// Copies tiny_http's request into an owned [`Req`], reading at most `max_body` bytes.
+fn to_req(raw: &mut tiny_http::Request, max_body: u64) -> Req {
+    let headers = raw
+        .headers()
+        .iter()
+        .map(|h| {
+            (
+                h.field.as_str().as_str().to_string(),
+                h.value.as_str().to_string(),
+            )
+        })
+        .collect();
+    let method = raw.method().as_str().to_string();
+    let url = raw.url().to_string();
+    let body = read_body(raw, max_body);
+    Req::new(&method, &url, headers, body)
+}
+
+fn read_body(raw: &mut tiny_http::Request, max_body: u64) -> Body {
+    let declared = raw.body_length().map(|n| n as u64);
+    if declared.is_some_and(|n| n > max_body) {
+        // Not reading it keeps a huge upload from costing more than its headers.
+        return Body::TooLarge(max_body);
+    }
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    match raw.as_reader().take(max_body + 1).read_to_end(&mut buf) {
+        Err(e) => Body::Broken(e.to_string()),
+        Ok(_) if buf.len() as u64 > max_body => Body::TooLarge(max_body),
+        Ok(n) if declared.is_some_and(|want| (n as u64) < want) => {
+            Body::Broken("the connection closed before the whole body arrived".into())
+        }
+        Ok(_) => Body::Complete(buf),
+    }
+}
+
+fn respond(raw: tiny_http::Request, reply: Reply, started: Instant) {
+    let (method, url) = (raw.method().clone(), raw.url().to_string());
+    let status = reply.status;
+    let len = reply.body.as_ref().len();
+    let headers = reply
+        .headers
+        .iter()
+        .filter_map(|(name, value)| {
+            tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
+        })
+        .collect();
+    let response = tiny_http::Response::new(
+        tiny_http::StatusCode(status),
+        headers,
+        Cursor::new(reply.body),
+        Some(len),
+        None,
+    )
+    // Always send Content-Length, never chunked: simpler for every client.
+    .with_chunked_threshold(usize::MAX);
+    if let Err(e) = raw.respond(response) {
+        log::debug!("writing the response to {method} {url} failed: {e}");
+    }
+    log::debug!(
+        "{method} {url} {status} {}us",
+        started.elapsed().as_micros()
+    );
+}

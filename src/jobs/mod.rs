@@ -1,0 +1,117 @@
+//! Jobs: their identity, lifecycle and record, plus the [`JobTable`] that owns them.
+//!
+//! **Boundary:** this module knows nothing of HTTP or of the wire format; the API layer
+//! converts [`JobView`] into JSON by hand in `api::wire`.
+
+pub mod table;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use table::{Dispatched, EnqueueRequest, JobTable, Target, WaitOutcome};
+
+/// A job id, `foundry_job_<32 hex>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(Arc<str>);
+
+impl JobId {
+    /// Mints a fresh random id.
+    pub fn random() -> JobId {
+        JobId(Arc::from(crate::ids::random_id("foundry_job_")))
+    }
+
+    /// Wraps an id received from a client; it may name no job at all.
+    pub fn from_client(id: &str) -> JobId {
+        JobId(Arc::from(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How a job entered the emulator; shown in job inspection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobSource {
+    /// `POST .../compute-modules/jobs/execute`.
+    ContourSync,
+    /// `POST .../deployed-apps/jobs`.
+    ContourAsync,
+    /// Enqueued through the library API (`Running::enqueue_direct`), not through Contour.
+    RuntimeDirect,
+}
+
+impl JobSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobSource::ContourSync => "contour-sync",
+            JobSource::ContourAsync => "contour-async",
+            JobSource::RuntimeDirect => "runtime-direct",
+        }
+    }
+}
+
+/// The lifecycle: `Queued → Running → Succeeded | Failed` (a queued job may also fail directly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl JobState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+        }
+    }
+}
+
+/// The failure message SPEC.md gives when nothing more specific is known.
+pub const DEFAULT_FAILURE: &str = "Compute module job failed.";
+
+/// A snapshot of one job, copied out of the table so no lock is held while it is used.
+///
+/// Large fields are `Arc`s, so taking a snapshot never copies a query or a result.
+#[derive(Debug, Clone)]
+pub struct JobView {
+    pub id: JobId,
+    pub runtime_id: Arc<str>,
+    pub deployed_app_rid: Option<Arc<str>>,
+    pub branch: Option<Arc<str>>,
+    pub query_type: Arc<str>,
+    /// The query as JSON text, exactly as the application sent it.
+    pub query: Arc<str>,
+    pub source: JobSource,
+    pub state: JobState,
+    /// Epoch milliseconds.
+    pub submitted_at: u64,
+    pub dispatched_at: Option<u64>,
+    pub finished_at: Option<u64>,
+    pub error_message: Option<String>,
+    pub result: Option<Arc<[u8]>>,
+    pub result_content_type: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch, the unit of every timestamp the API shows.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

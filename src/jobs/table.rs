@@ -1,0 +1,547 @@
+//! The job table: one mutex over every job and the runtime registry, and all blocking waits.
+//!
+//! **Invariant:** code under the lock does no I/O, builds no JSON, never blocks on a channel,
+//! and leaves the state consistent at every step, so a poisoned lock (a panic elsewhere while
+//! holding it) is recovered with `into_inner` instead of wedging every later request.
+//!
+//! **Invariant:** `wait_timeout` and blocking channel receives appear only in this file. Each
+//! blocking fn documents who wakes it, its deadline, and what reset and shutdown do to it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use crossbeam_channel::RecvTimeoutError;
+
+use crate::auth::Secret;
+use crate::error::Error;
+use crate::jobs::{now_millis, JobId, JobSource, JobState, JobView, DEFAULT_FAILURE};
+use crate::runtimes::{Binding, Registry, Runtime};
+
+/// Failure message of jobs ended by `POST /runtimes` on an existing id.
+pub const RESET_MESSAGE: &str = "runtime session was reset";
+/// Failure message of jobs ended by a restart notification.
+pub const RESTART_MESSAGE: &str = "compute module restarted";
+/// Failure message of jobs still open when the emulator stops.
+pub const SHUTDOWN_MESSAGE: &str = "the emulator shut down";
+
+/// Where a new job goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Resolve an active binding of this deployed app (Contour routes).
+    App { rid: String, branch: Option<String> },
+    /// Straight to a runtime by id (`runtime-direct`).
+    Runtime(String),
+}
+
+/// Everything needed to create a job.
+#[derive(Debug, Clone)]
+pub struct EnqueueRequest {
+    pub target: Target,
+    pub query_type: String,
+    /// JSON text; the caller has validated it.
+    pub query: String,
+    pub source: JobSource,
+    /// The submitting request's `Authorization` header, handed to the module in the envelope.
+    pub auth_header: Option<String>,
+}
+
+/// A job handed to a runtime: what the job envelope carries.
+#[derive(Debug, Clone)]
+pub struct Dispatched {
+    pub job_id: JobId,
+    pub query_type: Arc<str>,
+    pub query: Arc<str>,
+    pub auth_header: Option<Arc<str>>,
+}
+
+/// How a wait for a terminal job ended.
+#[derive(Debug)]
+pub enum WaitOutcome {
+    /// The job is `succeeded` or `failed`.
+    Finished(Box<JobView>),
+    /// The deadline passed first; the job stays and may still finish.
+    TimedOut,
+    /// No such job (never existed, or evicted).
+    Gone,
+    /// The emulator is shutting down.
+    ShuttingDown,
+}
+
+/// What creating a runtime session produced.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub token: Secret,
+    /// True when the id already existed and was reset.
+    pub was_reset: bool,
+    /// Jobs that the reset ended as failed.
+    pub failed_jobs: Vec<JobId>,
+}
+
+/// A runtime session to create or reset.
+#[derive(Debug, Clone, Default)]
+pub struct SessionSpec {
+    pub runtime_id: String,
+    pub display_name: Option<String>,
+    /// Bind this deployed app (on `branch`) to the runtime, replacing its bindings.
+    pub deployed_app_rid: Option<String>,
+    pub branch: Option<String>,
+    /// A fixed token (seed config); a random one otherwise.
+    pub token: Option<Secret>,
+}
+
+/// A runtime's public facts, for inspection and the start-up log.
+#[derive(Debug, Clone)]
+pub struct RuntimeView {
+    pub id: Arc<str>,
+    pub display_name: Option<String>,
+    pub connected: bool,
+    pub last_poll_at: Option<u64>,
+    pub created_at: u64,
+    pub resets: u64,
+    pub queued: usize,
+    pub bindings: Vec<Binding>,
+    pub schemas: Vec<(String, serde_json::Value)>,
+}
+
+/// Limits the table enforces.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Queued jobs per runtime beyond which enqueue answers `overloaded`.
+    pub max_queued: usize,
+}
+
+struct Job {
+    view: JobView,
+    auth_header: Option<Arc<str>>,
+    /// Created by the first waiter; notified and dropped when the job turns terminal.
+    waker: Option<Arc<Condvar>>,
+}
+
+struct Inner {
+    jobs: HashMap<JobId, Job>,
+    registry: Registry,
+    shutting_down: bool,
+}
+
+/// The shared table. Cheap to share behind an `Arc`; every method takes the lock briefly.
+pub struct JobTable {
+    inner: Mutex<Inner>,
+    limits: Limits,
+}
+
+impl JobTable {
+    pub fn new(limits: Limits) -> JobTable {
+        JobTable {
+            inner: Mutex::new(Inner {
+                jobs: HashMap::new(),
+                registry: Registry::default(),
+                shutting_down: false,
+            }),
+            limits,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Creates the runtime session, or resets it when the id exists (SPEC: new token, schemas
+    /// cleared, bindings replaced when a RID is given, queued and running jobs failed).
+    pub fn create_runtime(&self, spec: SessionSpec) -> Session {
+        let now = now_millis();
+        let token = spec.token.unwrap_or_else(Secret::random_module_token);
+        let mut inner = self.lock();
+        let id: Arc<str> = Arc::from(spec.runtime_id.as_str());
+        let was_reset = match inner.registry.runtimes.get_mut(&id) {
+            Some(rt) => {
+                rt.reset(spec.display_name.clone(), token.clone(), now);
+                true
+            }
+            None => {
+                let rt = Runtime::new(&id, spec.display_name.clone(), token.clone(), now);
+                inner.registry.runtimes.insert(id.clone(), rt);
+                false
+            }
+        };
+        let failed_jobs = if was_reset {
+            inner.fail_open_jobs(&id, RESET_MESSAGE, |_| true)
+        } else {
+            Vec::new()
+        };
+        if let Some(rid) = spec.deployed_app_rid {
+            let binding = Binding {
+                deployed_app_rid: Arc::from(rid),
+                runtime_id: id.clone(),
+                branch: Arc::from(spec.branch.as_deref().unwrap_or("master")),
+                display_name: spec.display_name,
+                active: true,
+            };
+            inner.registry.rebind(&id, binding);
+        }
+        Session {
+            token,
+            was_reset,
+            failed_jobs,
+        }
+    }
+
+    /// Adds a binding (seed config). The runtime must exist.
+    pub fn add_binding(&self, binding: Binding) -> Result<(), Error> {
+        let mut inner = self.lock();
+        if !inner.registry.runtimes.contains_key(&binding.runtime_id) {
+            return Err(Error::runtime_not_found(&binding.runtime_id));
+        }
+        inner.registry.bindings.push(binding);
+        Ok(())
+    }
+
+    /// Creates a queued job and hands its id to the runtime's channel.
+    pub fn enqueue(&self, req: EnqueueRequest) -> Result<JobId, Error> {
+        let mut inner = self.lock();
+        if inner.shutting_down {
+            return Err(Error::Overloaded("the emulator is shutting down".into()));
+        }
+        let (runtime_id, rid, branch) = match &req.target {
+            Target::App { rid, branch } => {
+                let binding = inner
+                    .registry
+                    .resolve(rid, branch.as_deref())
+                    .ok_or_else(|| {
+                        Error::NotFound(format!(
+                            "No active compute-module runtime is bound to '{rid}'."
+                        ))
+                    })?;
+                (
+                    binding.runtime_id.clone(),
+                    Some(binding.deployed_app_rid.clone()),
+                    Some(binding.branch.clone()),
+                )
+            }
+            Target::Runtime(id) => match inner.registry.runtimes.get_key_value(id.as_str()) {
+                Some((id, _)) => (id.clone(), None, None),
+                None => return Err(Error::runtime_not_found(id)),
+            },
+        };
+        let runtime = &inner.registry.runtimes[&runtime_id];
+        if runtime.queued_len() >= self.limits.max_queued {
+            return Err(Error::Overloaded(format!(
+                "runtime '{runtime_id}' already has {} queued jobs (--max-queued)",
+                self.limits.max_queued
+            )));
+        }
+        let Some(sender) = runtime.sender() else {
+            return Err(Error::Overloaded("the emulator is shutting down".into()));
+        };
+        let id = JobId::random();
+        // The registry holds the receiver, so the channel cannot be disconnected here; and an
+        // unbounded send never blocks, so sending under the lock is allowed.
+        if sender.send(id.clone()).is_err() {
+            return Err(Error::Internal("runtime queue is closed".into()));
+        }
+        let view = JobView {
+            id: id.clone(),
+            runtime_id,
+            deployed_app_rid: rid,
+            branch,
+            query_type: Arc::from(req.query_type),
+            query: Arc::from(req.query),
+            source: req.source,
+            state: JobState::Queued,
+            submitted_at: now_millis(),
+            dispatched_at: None,
+            finished_at: None,
+            error_message: None,
+            result: None,
+            result_content_type: None,
+        };
+        let job = Job {
+            view,
+            auth_header: req.auth_header.map(Arc::from),
+            waker: None,
+        };
+        inner.jobs.insert(id.clone(), job);
+        Ok(id)
+    }
+
+    /// Takes the oldest queued job of the runtime without waiting, marking it `running`.
+    /// Also records the poll (`connected`, `last_poll_at`).
+    pub fn try_take(
+        &self,
+        runtime_id: &str,
+        token: Option<&str>,
+    ) -> Result<Option<Dispatched>, Error> {
+        let mut inner = self.lock();
+        let rx = inner.poll_receiver(runtime_id, token)?;
+        while let Ok(id) = rx.try_recv() {
+            if let Some(dispatched) = inner.claim(&id) {
+                return Ok(Some(dispatched));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Waits for the runtime's next job, marking it `running`.
+    ///
+    /// # Blocking
+    /// Blocks on the runtime's channel until an id arrives or `deadline` passes; the lock is
+    /// not held while blocked. Woken by `enqueue` (a send). On deadline: `Ok(None)` (→ 204).
+    /// A session reset or shutdown drops the channel, which wakes it with `Ok(None)` at once.
+    /// Ids of jobs no longer queued (failed by a reset, or completed early) are skipped.
+    pub fn next_job(
+        &self,
+        runtime_id: &str,
+        token: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Option<Dispatched>, Error> {
+        let rx = self.lock().poll_receiver(runtime_id, token)?;
+        loop {
+            let id = match rx.recv_deadline(deadline) {
+                Ok(id) => id,
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return Ok(None),
+            };
+            if let Some(dispatched) = self.lock().claim(&id) {
+                return Ok(Some(dispatched));
+            }
+        }
+    }
+
+    /// Stores a result: the job turns `succeeded` and its waiters wake.
+    pub fn complete(
+        &self,
+        runtime_id: &str,
+        token: Option<&str>,
+        job_id: &JobId,
+        body: Vec<u8>,
+        content_type: Option<String>,
+    ) -> Result<(), Error> {
+        let mut inner = self.lock();
+        inner.authorized(runtime_id, token)?;
+        let job = match inner.jobs.get_mut(job_id) {
+            Some(job) if &*job.view.runtime_id == runtime_id => job,
+            _ => return Err(Error::job_not_found(job_id.as_str())),
+        };
+        if job.view.state.is_terminal() {
+            return Err(Error::Conflict(job_id.clone()));
+        }
+        job.view.result = Some(Arc::from(body));
+        job.view.result_content_type = content_type;
+        finish(job, JobState::Succeeded, None);
+        Ok(())
+    }
+
+    /// Ends a job as `failed` with `message` unless it is already terminal (built-in runtimes).
+    pub fn fail(
+        &self,
+        runtime_id: &str,
+        token: Option<&str>,
+        job_id: &JobId,
+        message: String,
+    ) -> Result<(), Error> {
+        let mut inner = self.lock();
+        inner.authorized(runtime_id, token)?;
+        match inner.jobs.get_mut(job_id) {
+            Some(job) if &*job.view.runtime_id == runtime_id => {
+                if job.view.state.is_terminal() {
+                    return Err(Error::Conflict(job_id.clone()));
+                }
+                finish(job, JobState::Failed, Some(message));
+                Ok(())
+            }
+            _ => Err(Error::job_not_found(job_id.as_str())),
+        }
+    }
+
+    /// The restart notification: every `running` job of the runtime ends as `failed`.
+    pub fn restart(&self, runtime_id: &str, token: Option<&str>) -> Result<Vec<JobId>, Error> {
+        let mut inner = self.lock();
+        inner.authorized(runtime_id, token)?;
+        Ok(inner.fail_open_jobs(runtime_id, RESTART_MESSAGE, |s| s == JobState::Running))
+    }
+
+    /// Stores schemas by function name; a name already present is replaced.
+    pub fn put_schemas(
+        &self,
+        runtime_id: &str,
+        token: Option<&str>,
+        schemas: Vec<(String, serde_json::Value)>,
+    ) -> Result<(), Error> {
+        let mut inner = self.lock();
+        let runtime = inner.authorized(runtime_id, token)?;
+        for (name, schema) in schemas {
+            runtime.put_schema(name, schema);
+        }
+        Ok(())
+    }
+
+    /// A snapshot of one job.
+    pub fn job(&self, id: &JobId) -> Option<JobView> {
+        self.lock().jobs.get(id).map(|job| job.view.clone())
+    }
+
+    /// Waits until the job is terminal.
+    ///
+    /// # Blocking
+    /// Waits on the job's own condvar (created here on first need) with the table lock, so a
+    /// completion wakes only the waiters of that job. Woken by `complete`, `fail`, `restart`,
+    /// a session reset (`create_runtime`) and `shutdown`, all through `finish`. Re-checks after
+    /// every wake (wakes can be spurious). On deadline: `TimedOut`, and the job stays. A reset
+    /// ends the job as failed, so the waiter returns `Finished` with that failure promptly.
+    /// Holds no lock on return.
+    pub fn wait_terminal(&self, id: &JobId, deadline: Instant) -> WaitOutcome {
+        let mut inner = self.lock();
+        loop {
+            let shutting_down = inner.shutting_down;
+            let Some(job) = inner.jobs.get_mut(id) else {
+                return WaitOutcome::Gone;
+            };
+            if job.view.state.is_terminal() {
+                return WaitOutcome::Finished(Box::new(job.view.clone()));
+            }
+            if shutting_down {
+                return WaitOutcome::ShuttingDown;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return WaitOutcome::TimedOut;
+            }
+            let waker = job.waker.get_or_insert_with(Default::default).clone();
+            inner = waker
+                .wait_timeout(inner, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// The runtime, one of its jobs, and its schemas (the inspection route).
+    pub fn inspect(
+        &self,
+        runtime_id: &str,
+        job_id: &JobId,
+    ) -> Result<(RuntimeView, JobView), Error> {
+        let inner = self.lock();
+        let runtime = inner
+            .runtime_view(runtime_id)
+            .ok_or_else(|| Error::runtime_not_found(runtime_id))?;
+        match inner.jobs.get(job_id) {
+            Some(job) if &*job.view.runtime_id == runtime_id => Ok((runtime, job.view.clone())),
+            _ => Err(Error::job_not_found(job_id.as_str())),
+        }
+    }
+
+    /// Public facts of every runtime, sorted by id.
+    pub fn runtimes(&self) -> Vec<RuntimeView> {
+        let inner = self.lock();
+        let mut ids: Vec<&Arc<str>> = inner.registry.runtimes.keys().collect();
+        ids.sort();
+        ids.into_iter()
+            .filter_map(|id| inner.runtime_view(id))
+            .collect()
+    }
+
+    /// Stops the table: open jobs fail, every waiter and poller wakes, enqueue is refused.
+    pub fn shutdown(&self) {
+        let mut inner = self.lock();
+        inner.shutting_down = true;
+        for job in inner.jobs.values_mut() {
+            if !job.view.state.is_terminal() {
+                finish(job, JobState::Failed, Some(SHUTDOWN_MESSAGE.to_string()));
+            }
+        }
+        for runtime in inner.registry.runtimes.values_mut() {
+            runtime.close_queue();
+        }
+    }
+}
+
+impl Inner {
+    /// The runtime, if it exists and `token` is its current module auth token.
+    fn authorized(&mut self, runtime_id: &str, token: Option<&str>) -> Result<&mut Runtime, Error> {
+        let runtime = self
+            .registry
+            .runtimes
+            .get_mut(runtime_id)
+            .ok_or_else(|| Error::runtime_not_found(runtime_id))?;
+        match token {
+            Some(token) if runtime.token.matches(token) => Ok(runtime),
+            _ => Err(Error::InvalidModuleAuthToken),
+        }
+    }
+
+    /// Authorizes a poll, records it, and returns a receiver of the runtime's channel.
+    fn poll_receiver(
+        &mut self,
+        runtime_id: &str,
+        token: Option<&str>,
+    ) -> Result<crossbeam_channel::Receiver<JobId>, Error> {
+        let runtime = self.authorized(runtime_id, token)?;
+        runtime.connected = true;
+        runtime.last_poll_at = Some(now_millis());
+        // After shutdown the queue is gone: a disconnected channel makes pollers answer 204.
+        Ok(runtime.receiver().unwrap_or_else(crossbeam_channel::never))
+    }
+
+    /// Marks a queued job `running`; `None` if it is no longer queued (skip its stale id).
+    fn claim(&mut self, id: &JobId) -> Option<Dispatched> {
+        let job = self.jobs.get_mut(id)?;
+        if job.view.state != JobState::Queued {
+            return None;
+        }
+        job.view.state = JobState::Running;
+        job.view.dispatched_at = Some(now_millis());
+        Some(Dispatched {
+            job_id: id.clone(),
+            query_type: job.view.query_type.clone(),
+            query: job.view.query.clone(),
+            auth_header: job.auth_header.clone(),
+        })
+    }
+
+    /// Fails the runtime's non-terminal jobs whose state passes `which`; returns their ids.
+    fn fail_open_jobs(
+        &mut self,
+        runtime_id: &str,
+        message: &str,
+        which: impl Fn(JobState) -> bool,
+    ) -> Vec<JobId> {
+        let mut failed = Vec::new();
+        for job in self.jobs.values_mut() {
+            let open = !job.view.state.is_terminal() && which(job.view.state);
+            if open && &*job.view.runtime_id == runtime_id {
+                finish(job, JobState::Failed, Some(message.to_string()));
+                failed.push(job.view.id.clone());
+            }
+        }
+        failed.sort_by_key(|id| id.clone());
+        failed
+    }
+
+    fn runtime_view(&self, runtime_id: &str) -> Option<RuntimeView> {
+        let rt = self.registry.runtimes.get(runtime_id)?;
+        Some(RuntimeView {
+            id: rt.id.clone(),
+            display_name: rt.display_name.clone(),
+            connected: rt.connected,
+            last_poll_at: rt.last_poll_at,
+            created_at: rt.created_at,
+            resets: rt.resets,
+            queued: rt.queued_len(),
+            bindings: self.registry.bindings_of(runtime_id).cloned().collect(),
+            schemas: rt.schemas.clone(),
+        })
+    }
+}
+
+/// The one place a job turns terminal: sets the state, stamps the time, wakes its waiters.
+fn finish(job: &mut Job, state: JobState, message: Option<String>) {
+    debug_assert!(state.is_terminal());
+    let now = now_millis();
+    job.view.state = state;
+    job.view.finished_at = Some(now);
+    if state == JobState::Failed {
+        job.view.error_message = Some(message.unwrap_or_else(|| DEFAULT_FAILURE.to_string()));
+    }
+    if let Some(waker) = job.waker.take() {
+        waker.notify_all();
+    }
+}

@@ -1,0 +1,90 @@
+//! The route table: one `match` on path segments, then the method check (404 versus 405).
+
+use crate::api::{contour, runtime, App, Wait};
+use crate::error::Error;
+use crate::http::{Outcome, Reply, Req};
+
+const CONTOUR: [&str; 3] = [
+    "contour-backend-multiplexer",
+    "api",
+    "module-group-multiplexer",
+];
+const RUNTIMES: [&str; 4] = ["_emulate", "foundry", "compute-modules", "runtimes"];
+
+const GET: &[&str] = &["GET"];
+const POST: &[&str] = &["POST"];
+const PUT: &[&str] = &["PUT"];
+
+/// A matched route with its path parameters.
+enum Route<'a> {
+    Execute,
+    Submit,
+    Status(&'a str),
+    Result,
+    CreateRuntime,
+    Poll(&'a str),
+    Schemas(&'a str),
+    PostResult(&'a str, &'a str),
+    Restart(&'a str),
+    Inspect(&'a str, &'a str),
+    Health,
+}
+
+/// Every route the emulator serves, with the methods it allows.
+fn match_path<'a>(segments: &'a [&'a str]) -> Option<(&'static [&'static str], Route<'a>)> {
+    if let Some(rest) = segments.strip_prefix(&CONTOUR[..]) {
+        return match rest {
+            ["compute-modules", "jobs", "execute"] => Some((POST, Route::Execute)),
+            ["deployed-apps", "jobs"] => Some((POST, Route::Submit)),
+            ["jobs", "result", "v2"] => Some((PUT, Route::Result)),
+            ["jobs", id, "status"] => Some((GET, Route::Status(id))),
+            _ => None,
+        };
+    }
+    if let Some(rest) = segments.strip_prefix(&RUNTIMES[..]) {
+        return match rest {
+            [] => Some((POST, Route::CreateRuntime)),
+            [rt, "job"] => Some((GET, Route::Poll(rt))),
+            [rt, "schemas"] => Some((POST, Route::Schemas(rt))),
+            [rt, "results", job] => Some((POST, Route::PostResult(rt, job))),
+            [rt, "restart"] => Some((POST, Route::Restart(rt))),
+            [rt, "jobs", job] => Some((GET, Route::Inspect(rt, job))),
+            _ => None,
+        };
+    }
+    match segments {
+        ["_emulate", "health"] => Some((GET, Route::Health)),
+        _ => None,
+    }
+}
+
+/// Answers or parks one request.
+pub fn route(app: &App, req: Req) -> Outcome<Wait> {
+    let segments: Vec<String> = req.segments.clone();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let Some((allowed, route)) = match_path(&segments) else {
+        let err = Error::NotFound(format!("No route for {} {}.", req.method, req.path));
+        return Outcome::Reply(err.into());
+    };
+    if !allowed.contains(&req.method.as_str()) {
+        return Outcome::Reply(Error::MethodNotAllowed(allowed).into());
+    }
+    let reply = match route {
+        Route::Execute => {
+            return contour::execute(app, req).unwrap_or_else(|e| Outcome::Reply(e.into()))
+        }
+        Route::Poll(rt) => {
+            return runtime::poll(app, req, rt).unwrap_or_else(|e| Outcome::Reply(e.into()))
+        }
+        Route::Submit => contour::submit(app, req),
+        Route::Status(id) => contour::status(app, req, id),
+        Route::Result => contour::result(app, req),
+        Route::CreateRuntime => runtime::create(app, req),
+        Route::Schemas(rt) => runtime::schemas(app, req, rt),
+        Route::PostResult(rt, job) => runtime::result(app, req, rt, job),
+        Route::Restart(rt) => runtime::restart(app, req, rt),
+        Route::Inspect(rt, job) => runtime::inspect(app, rt, job),
+        Route::Health => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
+    };
+    Outcome::Reply(reply.into())
+}

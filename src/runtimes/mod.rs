@@ -1,0 +1,175 @@
+//! Runtimes (compute-module sessions), deployed-app bindings, and the per-runtime job hand-off.
+//!
+//! A [`Registry`] is plain data; it lives inside the job table's mutex so that binding
+//! resolution, enqueueing and session resets are one atomic step (see `jobs::table`).
+//!
+//! **Hand-off:** each runtime owns an unbounded crossbeam channel of job ids in FIFO order.
+//! Enqueue sends under the table lock; a poll (or a built-in runtime thread) receives outside
+//! it, then claims the job under the lock. A session reset replaces the channel, which
+//! disconnects every receiver still blocked on the old one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::auth::Secret;
+use crate::jobs::JobId;
+
+/// One compute-module session.
+#[derive(Debug)]
+pub struct Runtime {
+    pub id: Arc<str>,
+    pub display_name: Option<String>,
+    pub token: Secret,
+    /// Function name → schema JSON, in the order first posted; a repost replaces in place.
+    pub schemas: Vec<(String, serde_json::Value)>,
+    /// Set by the first poll of this session.
+    pub connected: bool,
+    pub last_poll_at: Option<u64>,
+    pub created_at: u64,
+    /// How many times this id was reset; 0 for a fresh session.
+    pub resets: u64,
+    queue: Queue,
+}
+
+/// Sender and receiver of a runtime's job-id channel; `None` once the emulator shuts down.
+#[derive(Debug)]
+struct Queue(Option<(Sender<JobId>, Receiver<JobId>)>);
+
+impl Queue {
+    fn new() -> Queue {
+        Queue(Some(crossbeam_channel::unbounded()))
+    }
+}
+
+impl Runtime {
+    pub fn new(id: &str, display_name: Option<String>, token: Secret, now: u64) -> Runtime {
+        Runtime {
+            id: Arc::from(id),
+            display_name,
+            token,
+            schemas: Vec::new(),
+            connected: false,
+            last_poll_at: None,
+            created_at: now,
+            resets: 0,
+            queue: Queue::new(),
+        }
+    }
+
+    /// Starts a new session on this id: new token, no schemas, a fresh queue.
+    ///
+    /// Dropping the old channel disconnects pollers blocked on it, so they return at once.
+    pub fn reset(&mut self, display_name: Option<String>, token: Secret, now: u64) {
+        self.display_name = display_name.or(self.display_name.take());
+        self.token = token;
+        self.schemas.clear();
+        self.connected = false;
+        self.last_poll_at = None;
+        self.created_at = now;
+        self.resets += 1;
+        self.queue = Queue::new();
+    }
+
+    /// The sender for enqueueing; `None` after shutdown.
+    pub fn sender(&self) -> Option<&Sender<JobId>> {
+        self.queue.0.as_ref().map(|(tx, _)| tx)
+    }
+
+    /// A receiver clone for a poller or a runtime thread; `None` after shutdown.
+    pub fn receiver(&self) -> Option<Receiver<JobId>> {
+        self.queue.0.as_ref().map(|(_, rx)| rx.clone())
+    }
+
+    /// Number of ids waiting in the channel (may include ids of jobs already failed by a reset).
+    pub fn queued_len(&self) -> usize {
+        self.queue.0.as_ref().map_or(0, |(tx, _)| tx.len())
+    }
+
+    /// Drops the channel so that every blocked receiver wakes with `Disconnected`.
+    pub fn close_queue(&mut self) {
+        self.queue.0 = None;
+    }
+
+    /// Stores a schema under `name`, replacing one of the same name.
+    pub fn put_schema(&mut self, name: String, schema: serde_json::Value) {
+        match self.schemas.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = schema,
+            None => self.schemas.push((name, schema)),
+        }
+    }
+}
+
+/// A deployed app bound to a runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub deployed_app_rid: Arc<str>,
+    pub runtime_id: Arc<str>,
+    pub branch: Arc<str>,
+    pub display_name: Option<String>,
+    pub active: bool,
+}
+
+/// All runtimes and bindings.
+#[derive(Debug, Default)]
+pub struct Registry {
+    pub runtimes: HashMap<Arc<str>, Runtime>,
+    /// In creation order; resolution prefers the newest match.
+    pub bindings: Vec<Binding>,
+}
+
+impl Registry {
+    /// Finds the runtime serving `rid`: among active bindings of that RID, the newest on
+    /// `branch` when one is given (non-empty), else the newest on any branch.
+    pub fn resolve(&self, rid: &str, branch: Option<&str>) -> Option<&Binding> {
+        let branch = branch.filter(|b| !b.is_empty());
+        self.bindings.iter().rev().find(|b| {
+            b.active && &*b.deployed_app_rid == rid && branch.is_none_or(|want| &*b.branch == want)
+        })
+    }
+
+    /// The bindings of one runtime, oldest first.
+    pub fn bindings_of<'a>(&'a self, runtime_id: &'a str) -> impl Iterator<Item = &'a Binding> {
+        self.bindings
+            .iter()
+            .filter(move |b| &*b.runtime_id == runtime_id)
+    }
+
+    /// Replaces every binding of `runtime_id` with `binding`.
+    pub fn rebind(&mut self, runtime_id: &str, binding: Binding) {
+        self.bindings.retain(|b| &*b.runtime_id != runtime_id);
+        self.bindings.push(binding);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(rid: &str, runtime: &str, branch: &str, active: bool) -> Binding {
+        Binding {
+            deployed_app_rid: rid.into(),
+            runtime_id: runtime.into(),
+            branch: branch.into(),
+            display_name: None,
+            active,
+        }
+    }
+
+    #[test]
+    fn resolve_prefers_branch_then_newest_and_skips_inactive() {
+        let mut reg = Registry::default();
+        reg.bindings
+            .push(binding("app", "rt-master", "master", true));
+        reg.bindings.push(binding("app", "rt-dev", "dev", true));
+        reg.bindings.push(binding("app", "rt-off", "master", false));
+        let pick = |branch| reg.resolve("app", branch).map(|b| b.runtime_id.to_string());
+        assert_eq!(pick(Some("master")).as_deref(), Some("rt-master"));
+        assert_eq!(pick(Some("dev")).as_deref(), Some("rt-dev"));
+        assert_eq!(pick(Some("")).as_deref(), Some("rt-dev"));
+        assert_eq!(pick(None).as_deref(), Some("rt-dev"));
+        assert_eq!(pick(Some("nope")), None);
+        assert!(reg.resolve("other", None).is_none());
+    }
+}
