@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
+mod jobs;
+
 use crate::config::{Config, Seed};
 use crate::emulator::Emulator;
+use crate::runtimes::builtin::{Builtin, ExecSpec};
 
 /// Emulates Palantir Foundry compute-module job execution (Contour API and runtime API).
 #[derive(FromArgs, Debug)]
@@ -20,6 +23,12 @@ pub struct Args {
 #[argh(subcommand)]
 enum Command {
     Serve(ServeArgs),
+    Execute(jobs::ExecuteArgs),
+    Submit(jobs::SubmitArgs),
+    Status(jobs::StatusArgs),
+    Result(jobs::ResultArgs),
+    Wait(jobs::WaitArgs),
+    WaitReady(jobs::WaitReadyArgs),
 }
 
 /// Run the emulator (what a bare `foundry-emulator` does).
@@ -62,6 +71,21 @@ pub struct ServeArgs {
     /// queued jobs per runtime before submits get 503 (default 10000)
     #[argh(option, default = "10_000")]
     max_queued: usize,
+    /// bind a built-in echo runtime to this deployed app RID (branch master); repeatable
+    #[argh(option)]
+    echo_runtime: Vec<String>,
+    /// APP_RID=COMMAND: bind a built-in runtime running COMMAND (via sh -c) per job; repeatable
+    #[argh(option)]
+    exec_runtime: Vec<String>,
+    /// jobs each --exec-runtime runs at once (default 1)
+    #[argh(option, default = "1")]
+    exec_concurrency: usize,
+    /// seconds an --exec-runtime command may run before it is killed (default 30)
+    #[argh(option, default = "Duration::from_secs(30)", from_str_fn(parse_secs))]
+    exec_timeout: Duration,
+    /// do not add the default echo runtime bound to ri.foundry.main.deployed-app.echo
+    #[argh(switch)]
+    no_echo: bool,
 }
 
 fn parse_secs(value: &str) -> Result<Duration, String> {
@@ -90,16 +114,23 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
     match args.command {
         None => serve(ServeArgs::from_args(&["serve"], &[]).map_err(|e| CliError(e.output))?),
         Some(Command::Serve(serve_args)) => serve(serve_args),
+        Some(Command::Execute(a)) => jobs::execute(a),
+        Some(Command::Submit(a)) => jobs::submit(a),
+        Some(Command::Status(a)) => jobs::status(a),
+        Some(Command::Result(a)) => jobs::result(a),
+        Some(Command::Wait(a)) => jobs::wait(a),
+        Some(Command::WaitReady(a)) => jobs::wait_ready(a),
     }
 }
 
 impl ServeArgs {
     /// Validates the flags into a [`Config`], loading the seed file.
     pub fn into_config(self) -> Result<Config, CliError> {
-        let seed = match &self.seed {
+        let mut seed = match &self.seed {
             Some(path) => Seed::load(path).map_err(|e| CliError(e.to_string()))?,
             None => Seed::default(),
         };
+        self.add_builtins(&mut seed)?;
         if self.threads == 0 || self.wait_threads == 0 {
             return Err(CliError(
                 "--threads and --wait-threads must be at least 1".into(),
@@ -121,6 +152,47 @@ impl ServeArgs {
         })
     }
 }
+
+impl ServeArgs {
+    /// Adds the `--echo-runtime`/`--exec-runtime` runtimes and the default echo to the seed.
+    fn add_builtins(&self, seed: &mut Seed) -> Result<(), CliError> {
+        for (n, rid) in self.echo_runtime.iter().enumerate() {
+            seed.add_builtin(&format!("echo-{}", n + 1), rid.trim(), Builtin::Echo);
+        }
+        for (n, flag) in self.exec_runtime.iter().enumerate() {
+            let (rid, command) = flag
+                .split_once('=')
+                .filter(|(rid, command)| !rid.trim().is_empty() && !command.trim().is_empty())
+                .ok_or_else(|| {
+                    CliError(format!(
+                        "--exec-runtime '{flag}' must look like APP_RID=COMMAND"
+                    ))
+                })?;
+            let spec = ExecSpec {
+                command: vec!["sh".into(), "-c".into(), command.to_string()],
+                concurrency: self.exec_concurrency.max(1),
+                timeout: self.exec_timeout,
+            };
+            seed.add_builtin(&format!("exec-{}", n + 1), rid.trim(), Builtin::Exec(spec));
+        }
+        let echo_taken = seed
+            .runtimes
+            .iter()
+            .any(|r| r.runtime_id == DEFAULT_ECHO_RUNTIME)
+            || seed
+                .deployed_apps
+                .iter()
+                .any(|a| a.deployed_app_rid == DEFAULT_ECHO_RID);
+        if !self.no_echo && !echo_taken {
+            seed.add_builtin(DEFAULT_ECHO_RUNTIME, DEFAULT_ECHO_RID, Builtin::Echo);
+        }
+        Ok(())
+    }
+}
+
+/// The runtime id and deployed app of the echo runtime a bare `foundry-emulator` serves.
+pub const DEFAULT_ECHO_RUNTIME: &str = "echo";
+pub const DEFAULT_ECHO_RID: &str = "ri.foundry.main.deployed-app.echo";
 
 /// Serves until the process is killed; prints the bound address first.
 fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
@@ -152,6 +224,16 @@ fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             })
             .collect();
         log::info!("runtime '{}' bound to [{}]", rt.id, apps.join(", "));
+    }
+    if running
+        .runtimes()
+        .iter()
+        .any(|rt| &*rt.id == DEFAULT_ECHO_RUNTIME)
+    {
+        log::info!(
+            "try it: curl -s -X POST {}/contour-backend-multiplexer/api/module-group-multiplexer/compute-modules/jobs/execute \\\n  -H 'Authorization: Bearer any' -H 'Content-Type: application/json' \\\n  -d '{{\"deployedAppRid\":\"{DEFAULT_ECHO_RID}\",\"queryType\":\"echo\",\"query\":{{\"hello\":\"world\"}}}}'",
+            running.base_url()
+        );
     }
     loop {
         std::thread::park();

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::runtimes::builtin::{Builtin, ExecSpec};
+
 /// Everything `Emulator::start` needs. Build it with `Config::default()` and adjust fields.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -69,6 +71,9 @@ pub struct SeedRuntime {
     /// A fixed token; generated when absent.
     pub module_auth_token: Option<String>,
     pub display_name: Option<String>,
+    /// Runs inside the emulator (`"builtin": "echo"`, or an `"exec"` object) instead of
+    /// waiting for a module to connect.
+    pub builtin: Option<Builtin>,
 }
 
 /// A `deployed_apps[]` entry.
@@ -110,7 +115,13 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Keys of `compute_modules` entries we read; others are warned about.
-const RUNTIME_KEYS: &[&str] = &["runtime_id", "module_auth_token", "display_name"];
+const RUNTIME_KEYS: &[&str] = &[
+    "runtime_id",
+    "module_auth_token",
+    "display_name",
+    "builtin",
+    "exec",
+];
 const APP_KEYS: &[&str] = &[
     "deployed_app_rid",
     "runtime_id",
@@ -120,6 +131,23 @@ const APP_KEYS: &[&str] = &[
 ];
 
 impl Seed {
+    /// Adds a built-in runtime bound to `rid` on branch master (CLI flags, default echo).
+    pub fn add_builtin(&mut self, runtime_id: &str, rid: &str, builtin: Builtin) {
+        self.runtimes.push(SeedRuntime {
+            runtime_id: runtime_id.to_string(),
+            module_auth_token: None,
+            display_name: None,
+            builtin: Some(builtin),
+        });
+        self.deployed_apps.push(SeedApp {
+            deployed_app_rid: rid.to_string(),
+            runtime_id: runtime_id.to_string(),
+            branch: "master".to_string(),
+            display_name: None,
+            active: true,
+        });
+    }
+
     /// Reads and validates a seed file.
     pub fn load(path: &Path) -> Result<Seed, ConfigError> {
         let err = |entry: &str, field: &str, reason: String| ConfigError {
@@ -189,6 +217,7 @@ impl Seed {
                 runtime_id,
                 module_auth_token: optional_string(obj, &at, "module_auth_token")?,
                 display_name: optional_string(obj, &at, "display_name")?,
+                builtin: builtin(obj, &at)?,
             });
         }
         for (i, entry) in entries(cm, "deployed_apps")?.iter().enumerate() {
@@ -248,6 +277,85 @@ fn object<'a>(entry: &'a Value, at: &str, known: &[&str]) -> FieldResult<&'a Map
     Ok(obj)
 }
 
+/// Reads `"builtin": "echo"` or `"exec": {"command": [..], "concurrency": N, "timeout_secs": S}`.
+fn builtin(obj: &Map<String, Value>, at: &str) -> FieldResult<Option<Builtin>> {
+    let fail =
+        |field: &str, reason: &str| Err((at.to_string(), field.to_string(), reason.to_string()));
+    let kind = obj.get("builtin");
+    let exec = match (kind.map(|k| k.as_str()), obj.get("exec")) {
+        (None, None) => return Ok(None),
+        (Some(Some("echo")), None) => return Ok(Some(Builtin::Echo)),
+        (None | Some(Some("exec")), Some(Value::Object(exec))) => exec,
+        (None | Some(Some("exec")), Some(_)) => {
+            return fail("exec", "must be an object with a \"command\" list")
+        }
+        (Some(_), Some(_)) => {
+            return fail(
+                "builtin",
+                "must be \"exec\" (or absent) beside an \"exec\" object",
+            )
+        }
+        (Some(_), None) => {
+            return fail(
+                "builtin",
+                "must be \"echo\", or \"exec\" with an \"exec\" object",
+            )
+        }
+    };
+    let at_exec = format!("{at}.exec");
+    let command: Vec<String> = match exec.get("command") {
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                (
+                    at_exec.clone(),
+                    "command".to_string(),
+                    "must be a list of strings".to_string(),
+                )
+            })?,
+        _ => {
+            return Err((
+                at_exec,
+                "command".into(),
+                "is required: a non-empty list of strings".into(),
+            ))
+        }
+    };
+    let concurrency = match exec.get("concurrency") {
+        None => 1,
+        Some(v) => match v.as_u64() {
+            Some(n @ 1..=1024) => n as usize,
+            _ => {
+                return Err((
+                    at_exec,
+                    "concurrency".into(),
+                    "must be an integer from 1 to 1024".into(),
+                ))
+            }
+        },
+    };
+    let timeout = match exec.get("timeout_secs") {
+        None => Duration::from_secs(30),
+        Some(v) => match v.as_f64() {
+            Some(s) if s > 0.0 && s.is_finite() => Duration::from_secs_f64(s),
+            _ => {
+                return Err((
+                    at_exec,
+                    "timeout_secs".into(),
+                    "must be a positive number of seconds".into(),
+                ))
+            }
+        },
+    };
+    Ok(Some(Builtin::Exec(ExecSpec {
+        command,
+        concurrency,
+        timeout,
+    })))
+}
+
 fn optional_string(obj: &Map<String, Value>, at: &str, field: &str) -> FieldResult<Option<String>> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
@@ -301,8 +409,24 @@ mod tests {
             "deployed_apps": [{"deployed_app_rid": "ri.app", "runtime_id": "rt"}]}}});
         let seed = Seed::from_json(&doc).unwrap();
         assert_eq!(seed.runtimes[0].module_auth_token, None);
+        assert_eq!(seed.runtimes[0].builtin, None);
         assert_eq!(seed.deployed_apps[0].branch, "master");
         assert!(seed.deployed_apps[0].active);
+    }
+
+    #[test]
+    fn builtins_parse() {
+        let doc = json!({"foundry": {"compute_modules": {"runtimes": [
+            {"runtime_id": "e", "builtin": "echo"},
+            {"runtime_id": "x", "exec": {"command": ["sh", "h.sh"], "concurrency": 4, "timeout_secs": 1.5}}]}}});
+        let seed = Seed::from_json(&doc).unwrap();
+        assert_eq!(seed.runtimes[0].builtin, Some(Builtin::Echo));
+        let want = ExecSpec {
+            command: vec!["sh".into(), "h.sh".into()],
+            concurrency: 4,
+            timeout: Duration::from_millis(1500),
+        };
+        assert_eq!(seed.runtimes[1].builtin, Some(Builtin::Exec(want)));
     }
 
     #[test]
@@ -327,6 +451,21 @@ mod tests {
                 "active",
             ),
             (json!({"tokens": [1]}), "", "tokens"),
+            (
+                json!({"foundry": {"compute_modules": {"runtimes": [{"runtime_id": "a", "builtin": "cat"}]}}}),
+                "foundry.compute_modules.runtimes[0]",
+                "builtin",
+            ),
+            (
+                json!({"foundry": {"compute_modules": {"runtimes": [{"runtime_id": "a", "exec": {"command": []}}]}}}),
+                "foundry.compute_modules.runtimes[0].exec",
+                "command",
+            ),
+            (
+                json!({"foundry": {"compute_modules": {"runtimes": [{"runtime_id": "a", "exec": {"command": ["x"], "concurrency": 0}}]}}}),
+                "foundry.compute_modules.runtimes[0].exec",
+                "concurrency",
+            ),
         ];
         for (doc, entry, field) in cases {
             let (e, f, _) = Seed::from_json(&doc).unwrap_err();

@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::http::{HttpServer, LaneGate, ServerOptions};
 use crate::jobs::table::{Limits, RuntimeView, SessionSpec};
 use crate::jobs::{EnqueueRequest, JobId, JobSource, JobTable, JobView, Target};
+use crate::runtimes::builtin::{self, Builtin};
 use crate::runtimes::Binding;
 
 /// The entry point of the library.
@@ -35,7 +36,7 @@ impl Emulator {
         let table = Arc::new(JobTable::new(Limits {
             max_queued: config.max_queued,
         }));
-        seed(&table, &config);
+        let builtins = seed(&table, &config);
 
         let execute_lane = LaneGate::new("execute", config.wait_threads, config.wait_queue);
         // Polls never queue for a lane thread: a poll that finds every thread busy gets 204.
@@ -57,23 +58,33 @@ impl Emulator {
             max_body: config.max_body,
         };
         let http = HttpServer::start(listener, app, options)?;
+        let mut builtin_threads = Vec::new();
+        for (runtime_id, token, builtin) in builtins {
+            builtin_threads.extend(builtin::spawn(table.clone(), &runtime_id, token, &builtin)?);
+        }
         Ok(Running {
             addr,
             base_url,
             table,
             http: Some(http),
+            builtin_threads,
         })
     }
 }
 
-fn seed(table: &JobTable, config: &Config) {
+/// Creates the seed's runtimes and bindings; returns the built-in runtimes to start.
+fn seed(table: &JobTable, config: &Config) -> Vec<(String, Secret, Builtin)> {
+    let mut builtins = Vec::new();
     for rt in &config.seed.runtimes {
-        table.create_runtime(SessionSpec {
+        let session = table.create_runtime(SessionSpec {
             runtime_id: rt.runtime_id.clone(),
             display_name: rt.display_name.clone(),
             token: rt.module_auth_token.clone().map(Secret::new),
             ..SessionSpec::default()
         });
+        if let Some(builtin) = &rt.builtin {
+            builtins.push((rt.runtime_id.clone(), session.token, builtin.clone()));
+        }
     }
     for app in &config.seed.deployed_apps {
         // Seed validation guarantees the runtime exists.
@@ -85,6 +96,7 @@ fn seed(table: &JobTable, config: &Config) {
             active: app.active,
         });
     }
+    builtins
 }
 
 /// A running emulator. Dropping it shuts it down.
@@ -93,6 +105,7 @@ pub struct Running {
     base_url: String,
     table: Arc<JobTable>,
     http: Option<HttpServer>,
+    builtin_threads: Vec<builtin::JobHandle>,
 }
 
 impl Running {
@@ -141,6 +154,10 @@ impl Running {
         if let Some(http) = self.http.take() {
             self.table.shutdown();
             http.shutdown();
+            // Shutdown closed their channels and kills running exec commands: they end soon.
+            for handle in self.builtin_threads.drain(..) {
+                let _ = handle.join();
+            }
         }
     }
 }

@@ -19,6 +19,7 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod emulator;
 pub mod error;

@@ -439,6 +439,11 @@ impl JobTable {
             .collect()
     }
 
+    /// True once `shutdown` ran; built-in runtime threads check it to exit.
+    pub fn is_shutting_down(&self) -> bool {
+        self.lock().shutting_down
+    }
+
     /// Stops the table: open jobs fail, every waiter and poller wakes, enqueue is refused.
     pub fn shutdown(&self) {
         let mut inner = self.lock();
@@ -477,8 +482,10 @@ impl Inner {
         let runtime = self.authorized(runtime_id, token)?;
         runtime.connected = true;
         runtime.last_poll_at = Some(now_millis());
-        // After shutdown the queue is gone: a disconnected channel makes pollers answer 204.
-        Ok(runtime.receiver().unwrap_or_else(crossbeam_channel::never))
+        // After shutdown the queue is gone: a disconnected channel makes pollers return at once.
+        Ok(runtime
+            .receiver()
+            .unwrap_or_else(|| crossbeam_channel::unbounded().1))
     }
 
     /// Marks a queued job `running`; `None` if it is no longer queued (skip its stale id).

@@ -8,6 +8,8 @@
 //! it, then claims the job under the lock. A session reset replaces the channel, which
 //! disconnects every receiver still blocked on the old one.
 
+pub mod builtin;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
