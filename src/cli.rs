@@ -7,6 +7,7 @@ use std::time::Duration;
 use argh::FromArgs;
 
 mod jobs;
+mod module;
 
 use crate::config::{Config, Seed};
 use crate::emulator::Emulator;
@@ -29,6 +30,8 @@ enum Command {
     Result(jobs::ResultArgs),
     Wait(jobs::WaitArgs),
     WaitReady(jobs::WaitReadyArgs),
+    Module(module::ModuleArgs),
+    ModuleEnv(module::ModuleEnvArgs),
 }
 
 /// Run the emulator (what a bare `foundry-emulator` does).
@@ -120,6 +123,8 @@ pub fn run(args: Args) -> Result<ExitCode, CliError> {
         Some(Command::Result(a)) => jobs::result(a),
         Some(Command::Wait(a)) => jobs::wait(a),
         Some(Command::WaitReady(a)) => jobs::wait_ready(a),
+        Some(Command::Module(a)) => module::module(a),
+        Some(Command::ModuleEnv(a)) => module::module_env(a),
     }
 }
 

@@ -51,6 +51,8 @@ impl Emulator {
             poll_wait: config.poll_wait,
             execute_lane: execute_lane.clone(),
             poll_lane: poll_lane.clone(),
+            listen_url: base_url.clone(),
+            tls: std::sync::OnceLock::new(),
         });
         let options = ServerOptions {
             front_threads: config.threads,

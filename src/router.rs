@@ -28,6 +28,7 @@ enum Route<'a> {
     Restart(&'a str),
     Inspect(&'a str, &'a str),
     Health,
+    Info,
 }
 
 /// Every route the emulator serves, with the methods it allows.
@@ -54,6 +55,7 @@ fn match_path<'a>(segments: &'a [&'a str]) -> Option<(&'static [&'static str], R
     }
     match segments {
         ["_emulate", "health"] => Some((GET, Route::Health)),
+        ["_emulate", "info"] => Some((GET, Route::Info)),
         _ => None,
     }
 }
@@ -85,6 +87,7 @@ pub fn route(app: &App, req: Req) -> Outcome<Wait> {
         Route::Restart(rt) => runtime::restart(app, req, rt),
         Route::Inspect(rt, job) => runtime::inspect(app, rt, job),
         Route::Health => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
+        Route::Info => Ok(Reply::json(200, &crate::api::wire::info(app))),
     };
     Outcome::Reply(reply.into())
 }

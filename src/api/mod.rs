@@ -7,7 +7,7 @@ pub mod contour;
 pub mod runtime;
 pub mod wire;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::auth::BearerPolicy;
@@ -24,6 +24,17 @@ pub struct App {
     pub poll_wait: Duration,
     pub execute_lane: Arc<LaneGate>,
     pub poll_lane: Arc<LaneGate>,
+    /// `http://ADDR` of the plain listener.
+    pub listen_url: String,
+    /// Set once the TLS listener runs (`--tls-port`); read by `GET /_emulate/info`.
+    pub tls: OnceLock<TlsInfo>,
+}
+
+/// Where modules reach the TLS listener, and the CA file they must trust.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    pub base_url: String,
+    pub ca_path: Option<String>,
 }
 
 /// A request parked in a waiting lane.

@@ -438,6 +438,17 @@ fn job_json(job: &JobView) -> Value {
     })
 }
 
+/// `GET /_emulate/info`: where this emulator listens, for the module launcher.
+pub fn info(app: &super::App) -> Value {
+    let tls = app.tls.get();
+    json!({
+        "base_url": app.listen_url,
+        "public_url": app.public_url,
+        "tls_base_url": tls.map(|t| t.base_url.as_str()),
+        "ca_path": tls.and_then(|t| t.ca_path.as_deref()),
+    })
+}
+
 /// Standard base64 with padding (RFC 4648), for non-UTF-8 results in inspection.
 pub fn base64_encode(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

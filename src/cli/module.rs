@@ -1,0 +1,244 @@
+//! `module` and `module-env`: run a compute module (Python or TypeScript SDK) against a
+//! running emulator, with every environment variable both SDKs read.
+//!
+//! The launcher creates (or resets) the runtime session over HTTP, writes the token to a
+//! file (the SDKs read `MODULE_AUTH_TOKEN` as a path; no trailing newline, which the Python
+//! SDK would send verbatim and be rejected for), then on Unix *replaces itself* with the
+//! command (`exec`): the module gets the launcher's pid, so Ctrl-C and SIGTERM reach it
+//! directly and its exit code is the launcher's, with no signal forwarding to get wrong.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use argh::FromArgs;
+use serde_json::json;
+
+use super::jobs::emulator_url;
+use super::CliError;
+use crate::client::Client;
+
+/// Run a compute module against a running emulator: create the runtime session, set the
+/// SDK environment, and exec the command (arguments after `--`).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "module")]
+pub struct ModuleArgs {
+    #[argh(option)]
+    /// runtime id of the session to create or reset
+    runtime_id: String,
+    #[argh(option)]
+    /// deployed app RID to bind to the runtime (replaces its bindings)
+    deployed_app_rid: Option<String>,
+    #[argh(option)]
+    /// branch of that binding (default master)
+    branch: Option<String>,
+    #[argh(option)]
+    /// emulator base URL (env FOUNDRY_EMULATOR_URL; default http://127.0.0.1:4000)
+    emulator: Option<String>,
+    #[argh(option, default = "1")]
+    /// MAX_CONCURRENT_TASKS for the module (default 1)
+    concurrency: usize,
+    #[argh(option)]
+    /// CA file the module trusts (default: the emulator's generated CA)
+    ca_path: Option<PathBuf>,
+    #[argh(positional, greedy)]
+    /// the module command and its arguments
+    command: Vec<String>,
+}
+
+/// Print the module environment as shell `export` lines (creates or resets the session).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "module-env")]
+pub struct ModuleEnvArgs {
+    #[argh(option)]
+    /// runtime id of the session to create or reset
+    runtime_id: String,
+    #[argh(option)]
+    /// deployed app RID to bind to the runtime (replaces its bindings)
+    deployed_app_rid: Option<String>,
+    #[argh(option)]
+    /// branch of that binding (default master)
+    branch: Option<String>,
+    #[argh(option)]
+    /// emulator base URL (env FOUNDRY_EMULATOR_URL; default http://127.0.0.1:4000)
+    emulator: Option<String>,
+    #[argh(option, default = "1")]
+    /// MAX_CONCURRENT_TASKS for the module (default 1)
+    concurrency: usize,
+    #[argh(option)]
+    /// CA file the module trusts (default: the emulator's generated CA)
+    ca_path: Option<PathBuf>,
+}
+
+/// What both subcommands need to build the environment.
+struct Session<'a> {
+    runtime_id: &'a str,
+    deployed_app_rid: Option<&'a str>,
+    branch: Option<&'a str>,
+    emulator: Option<String>,
+    concurrency: usize,
+    ca_path: Option<PathBuf>,
+}
+
+pub fn module(args: ModuleArgs) -> Result<ExitCode, CliError> {
+    let Some((program, rest)) = args.command.split_first() else {
+        return Err(CliError("module needs a command after --, e.g. -- python app.py".into()));
+    };
+    let env = environment(Session {
+        runtime_id: &args.runtime_id,
+        deployed_app_rid: args.deployed_app_rid.as_deref(),
+        branch: args.branch.as_deref(),
+        emulator: args.emulator.clone(),
+        concurrency: args.concurrency,
+        ca_path: args.ca_path.clone(),
+    })?;
+    let mut command = Command::new(program);
+    command.args(rest).envs(env);
+    run(command, program)
+}
+
+pub fn module_env(args: ModuleEnvArgs) -> Result<ExitCode, CliError> {
+    let env = environment(Session {
+        runtime_id: &args.runtime_id,
+        deployed_app_rid: args.deployed_app_rid.as_deref(),
+        branch: args.branch.as_deref(),
+        emulator: args.emulator,
+        concurrency: args.concurrency,
+        ca_path: args.ca_path,
+    })?;
+    for (name, value) in env {
+        println!("export {name}={}", shell_quote(&value));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(unix)]
+fn run(mut command: Command, program: &str) -> Result<ExitCode, CliError> {
+    use std::os::unix::process::CommandExt;
+    // exec only returns on failure.
+    let err = command.exec();
+    Err(CliError(format!("cannot run {program}: {err}")))
+}
+
+#[cfg(not(unix))]
+fn run(mut command: Command, program: &str) -> Result<ExitCode, CliError> {
+    let status = command
+        .status()
+        .map_err(|e| CliError(format!("cannot run {program}: {e}")))?;
+    Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+}
+
+/// Creates the session and returns every variable both SDKs read, in a stable order.
+fn environment(session: Session<'_>) -> Result<Vec<(String, String)>, CliError> {
+    let base = emulator_url(session.emulator);
+    let client = Client::new(&base, "module-launcher", Duration::from_secs(30));
+    let fail = |e: crate::client::ClientError| CliError(format!("{base}: {e}"));
+    let info = client.info().map_err(fail)?;
+    let mut body = json!({"runtimeId": session.runtime_id});
+    if let Some(rid) = session.deployed_app_rid {
+        body["deployedAppRid"] = json!(rid);
+    }
+    if let Some(branch) = session.branch {
+        body["branch"] = json!(branch);
+    }
+    let created = client.create_runtime(&body).map_err(fail)?;
+    let field = |name: &str| -> Result<String, CliError> {
+        created[name]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| CliError(format!("{base}: the session answer has no '{name}'")))
+    };
+    let token_file = write_token_file(session.runtime_id, &field("moduleAuthToken")?)?;
+
+    // The Python SDK speaks only HTTPS to RUNTIME_HOST:RUNTIME_PORT (paths from the URIs);
+    // the TypeScript SDK uses the full URIs, which stay on the plain listener.
+    let tls_url = info["tls_base_url"].as_str();
+    if tls_url.is_none() {
+        log::warn!("{base} has no TLS listener (serve --tls-port): Python SDK modules need one");
+    }
+    let (host, port) = host_port(tls_url.unwrap_or(&base))
+        .ok_or_else(|| CliError(format!("cannot read a host and port from {}", tls_url.unwrap_or(&base))))?;
+    let ca = session
+        .ca_path
+        .map(|p| p.display().to_string())
+        .or_else(|| info["ca_path"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let mut env = vec![
+        ("RUNTIME_HOST".to_string(), host.clone()),
+        ("RUNTIME_PORT".to_string(), port),
+        ("GET_JOB_URI".to_string(), field("getJobUri")?),
+        ("POST_RESULT_URI".to_string(), field("postResultUri")?),
+        ("POST_SCHEMA_URI".to_string(), field("postSchemaUri")?),
+        ("RESTART_NOTIFICATION_URI".to_string(), field("restartNotificationUri")?),
+        ("MODULE_AUTH_TOKEN".to_string(), token_file.display().to_string()),
+        ("MAX_CONCURRENT_TASKS".to_string(), session.concurrency.max(1).to_string()),
+    ];
+    // Set only when there is a CA: the TypeScript SDK would try to read an empty path.
+    if !ca.is_empty() {
+        env.push(("CONNECTIONS_TO_OTHER_PODS_CA_PATH".to_string(), ca.clone()));
+        env.push(("DEFAULT_CA_PATH".to_string(), ca));
+    }
+    // A CI proxy must not intercept loopback traffic to the emulator.
+    let no_proxy = match std::env::var("NO_PROXY").or_else(|_| std::env::var("no_proxy")) {
+        Ok(existing) if !existing.is_empty() => format!("{existing},{host},127.0.0.1,localhost"),
+        _ => format!("{host},127.0.0.1,localhost"),
+    };
+    env.push(("NO_PROXY".to_string(), no_proxy.clone()));
+    env.push(("no_proxy".to_string(), no_proxy));
+    Ok(env)
+}
+
+/// Writes the token, without a newline, to a file only this user can read.
+fn write_token_file(runtime_id: &str, token: &str) -> Result<PathBuf, CliError> {
+    let dir = std::env::temp_dir().join(format!("foundry-emulator-module-{}", std::process::id()));
+    let path = dir.join(format!("{runtime_id}.token"));
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        std::io::Write::write_all(&mut options.open(&path)?, token.as_bytes())
+    };
+    write().map_err(|e| CliError(format!("cannot write the token file {}: {e}", path.display())))?;
+    Ok(path)
+}
+
+/// `http(s)://HOST:PORT/...` → (HOST, PORT), with the scheme's default port.
+fn host_port(url: &str) -> Option<(String, String)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let default = if scheme == "https" { "443" } else { "80" };
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => Some((host.to_string(), port.to_string())),
+        _ => Some((authority.to_string(), default.to_string())),
+    }
+}
+
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_reads_urls() {
+        let cases = [
+            ("https://127.0.0.1:8443", Some(("127.0.0.1", "8443"))),
+            ("http://localhost:4000/x/y", Some(("localhost", "4000"))),
+            ("https://example.test", Some(("example.test", "443"))),
+            ("nonsense", None),
+        ];
+        for (url, want) in cases {
+            let got = host_port(url);
+            assert_eq!(got.as_ref().map(|(h, p)| (h.as_str(), p.as_str())), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn shell_quote_survives_quotes() {
+        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+    }
+}
