@@ -35,6 +35,26 @@ pub struct Config {
     pub tokens: Vec<String>,
     /// Queued jobs per runtime beyond which submits get 503. Default 10,000.
     pub max_queued: usize,
+    /// Finished jobs kept for status and result; the oldest go first. Default 100,000.
+    pub max_retained_jobs: usize,
+    /// How long a finished job is kept. Default 1 h.
+    pub job_ttl: Duration,
+    /// A running job with no result after this fails, so no client polls forever. Default 15 min.
+    pub max_job_runtime: Duration,
+    /// An HTTPS listener beside the plain one (needs the `tls` cargo feature). Default none.
+    pub tls: Option<TlsOptions>,
+}
+
+/// The HTTPS listener: same host as the plain one, same routes, TLS terminated in-process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// Port to bind; 0 picks a free one.
+    pub port: u16,
+    /// PEM certificate chain (leaf first). With `key`; when both are absent, a CA and a
+    /// certificate for `localhost`/`127.0.0.1` are generated at start-up.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -52,6 +72,10 @@ impl Default for Config {
             max_body: 64 * 1024 * 1024,
             tokens: Vec::new(),
             max_queued: 10_000,
+            max_retained_jobs: 100_000,
+            job_ttl: Duration::from_secs(3600),
+            max_job_runtime: Duration::from_secs(15 * 60),
+            tls: None,
         }
     }
 }

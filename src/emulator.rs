@@ -1,6 +1,7 @@
 //! Starting and stopping a whole emulator: listener, job table, seed, worker pool.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::api::App;
@@ -21,6 +22,14 @@ impl Emulator {
     ///
     /// Returns once the listener is bound: requests are accepted from then on.
     pub fn start(config: Config) -> std::io::Result<Running> {
+        #[cfg(not(feature = "tls"))]
+        if config.tls.is_some() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "HTTPS (--tls-port) is not available: this foundry-emulator was built without \
+                 the `tls` cargo feature",
+            ));
+        }
         let bind = format!("{}:{}", config.host, config.port);
         let listener = TcpListener::bind(&bind)
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {bind}: {e}")))?;
@@ -35,6 +44,9 @@ impl Emulator {
 
         let table = Arc::new(JobTable::new(Limits {
             max_queued: config.max_queued,
+            max_retained_jobs: config.max_retained_jobs,
+            job_ttl: config.job_ttl,
+            max_job_runtime: config.max_job_runtime,
         }));
         let builtins = seed(&table, &config);
 
@@ -59,14 +71,38 @@ impl Emulator {
             lanes: vec![execute_lane, poll_lane],
             max_body: config.max_body,
         };
+        // TLS terminates in front of the plain listener (bound above, so connections wait in
+        // its backlog until the workers run).
+        #[cfg(feature = "tls")]
+        let tls = match &config.tls {
+            Some(opts) => {
+                let proxy = crate::tls::TlsProxy::start(
+                    &config.host,
+                    opts.port,
+                    opts.cert.as_deref(),
+                    opts.key.as_deref(),
+                    crate::tls::connectable(addr),
+                )?;
+                let _ = app.tls.set(crate::api::TlsInfo {
+                    base_url: proxy.base_url().to_string(),
+                    ca_path: proxy.ca_path().map(|p| p.display().to_string()),
+                });
+                Some(proxy)
+            }
+            None => None,
+        };
         let http = HttpServer::start(listener, app, options)?;
         let mut builtin_threads = Vec::new();
         for (runtime_id, token, builtin) in builtins {
             builtin_threads.extend(builtin::spawn(table.clone(), &runtime_id, token, &builtin)?);
         }
+        let janitor = Janitor::start(table.clone())?;
         Ok(Running {
             addr,
             base_url,
+            janitor: Some(janitor),
+            #[cfg(feature = "tls")]
+            tls,
             table,
             http: Some(http),
             builtin_threads,
@@ -101,10 +137,44 @@ fn seed(table: &JobTable, config: &Config) -> Vec<(String, Secret, Builtin)> {
     builtins
 }
 
+/// The thread that runs `JobTable::sweep` about once a second, so retention and the
+/// running-job limit apply even when no request arrives.
+struct Janitor {
+    stop: crossbeam_channel::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Janitor {
+    const PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn start(table: Arc<JobTable>) -> std::io::Result<Janitor> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let thread = std::thread::Builder::new()
+            .name("janitor".into())
+            .spawn(move || {
+                // Wakes every PERIOD, or at once when `stop` is dropped (Disconnected).
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(Self::PERIOD)
+                {
+                    table.sweep();
+                }
+            })?;
+        Ok(Janitor { stop, thread })
+    }
+
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
+}
+
 /// A running emulator. Dropping it shuts it down.
 pub struct Running {
     addr: SocketAddr,
+    janitor: Option<Janitor>,
     base_url: String,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsProxy>,
     table: Arc<JobTable>,
     http: Option<HttpServer>,
     builtin_threads: Vec<builtin::JobHandle>,
@@ -119,6 +189,35 @@ impl Running {
     /// `http://ADDR`, the base of every route.
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// The bound address of the HTTPS listener, when `config.tls` asked for one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        #[cfg(feature = "tls")]
+        return self.tls.as_ref().map(|t| t.addr());
+        #[cfg(not(feature = "tls"))]
+        None
+    }
+
+    /// `https://127.0.0.1:PORT` (or `https://localhost:PORT` when the certificate only covers
+    /// that name), the HTTPS base of every route.
+    pub fn tls_base_url(&self) -> Option<String> {
+        #[cfg(feature = "tls")]
+        return self.tls.as_ref().map(|t| t.base_url().to_string());
+        #[cfg(not(feature = "tls"))]
+        None
+    }
+
+    /// The generated CA certificate (PEM) HTTPS clients must trust; `None` without TLS or
+    /// with a certificate from `TlsOptions::cert`. The file is removed at shutdown.
+    pub fn ca_path(&self) -> Option<PathBuf> {
+        #[cfg(feature = "tls")]
+        return self
+            .tls
+            .as_ref()
+            .and_then(|t| t.ca_path().map(PathBuf::from));
+        #[cfg(not(feature = "tls"))]
+        None
     }
 
     /// Enqueues a `runtime-direct` job for a runtime, bypassing Contour and bindings.
@@ -139,7 +238,7 @@ impl Running {
 
     /// A snapshot of a job.
     pub fn job(&self, id: &JobId) -> Option<JobView> {
-        self.table.job(id)
+        self.table.job(id).ok()
     }
 
     /// Public facts of every runtime, sorted by id.
@@ -153,6 +252,14 @@ impl Running {
     }
 
     fn stop(&mut self) {
+        if let Some(janitor) = self.janitor.take() {
+            janitor.stop();
+        }
+        // The TLS proxy first: it closes its backend connections to the plain listener.
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.take() {
+            tls.shutdown();
+        }
         if let Some(http) = self.http.take() {
             self.table.shutdown();
             http.shutdown();

@@ -92,10 +92,7 @@ pub fn submit(app: &App, req: Req) -> Result<Reply, Error> {
 pub fn status(app: &App, req: Req, job_id: &str) -> Result<Reply, Error> {
     authorize(app, &req)?;
     let id = JobId::from_client(job_id);
-    let job = app
-        .table
-        .job(&id)
-        .ok_or_else(|| Error::job_not_found(job_id))?;
+    let job = app.table.job(&id)?;
     Ok(Reply::json(200, &wire::status(&job)))
 }
 
@@ -103,10 +100,7 @@ pub fn status(app: &App, req: Req, job_id: &str) -> Result<Reply, Error> {
 pub fn result(app: &App, req: Req) -> Result<Reply, Error> {
     authorize(app, &req)?;
     let id = wire::result_request_job_id(req.body()?)?;
-    let job = app
-        .table
-        .job(&id)
-        .ok_or_else(|| Error::job_not_found(id.as_str()))?;
+    let job = app.table.job(&id)?;
     match (job.state, job.result) {
         (JobState::Succeeded, Some(bytes)) => Ok(Reply::octets(bytes)),
         _ => Err(Error::JobNotReady(id)),

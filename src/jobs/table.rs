@@ -7,9 +7,9 @@
 //! **Invariant:** `wait_timeout` and blocking channel receives appear only in this file. Each
 //! blocking fn documents who wakes it, its deadline, and what reset and shutdown do to it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
@@ -109,7 +109,27 @@ pub struct RuntimeView {
 pub struct Limits {
     /// Queued jobs per runtime beyond which enqueue answers `overloaded`.
     pub max_queued: usize,
+    /// Terminal jobs kept; the oldest finished go first.
+    pub max_retained_jobs: usize,
+    /// How long a terminal job is kept after it finished.
+    pub job_ttl: Duration,
+    /// A running job without a result after this fails.
+    pub max_job_runtime: Duration,
 }
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_queued: 10_000,
+            max_retained_jobs: 100_000,
+            job_ttl: Duration::from_secs(3600),
+            max_job_runtime: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// How many evicted ids are remembered so their 404 can say "expired".
+const REMEMBERED_EXPIRED: usize = 10_000;
 
 struct Job {
     view: JobView,
@@ -119,9 +139,19 @@ struct Job {
 }
 
 struct Inner {
-    jobs: HashMap<JobId, Job>,
+    /// Boxed so the map's slots stay small; a job is a few hundred bytes.
+    jobs: HashMap<JobId, Box<Job>>,
     registry: Registry,
     shutting_down: bool,
+    /// Terminal jobs in the order they finished, with when: eviction pops the front, so it
+    /// costs O(1) per job and never scans the table.
+    finished: VecDeque<(JobId, Instant)>,
+    /// Claimed jobs in dispatch order with their runtime deadline (monotonic, as the limit
+    /// is one constant): the expiry sweep pops the front.
+    running: VecDeque<(JobId, Instant)>,
+    /// The last evicted ids (bounded), for a 404 that says the job expired.
+    expired: VecDeque<JobId>,
+    expired_set: HashSet<JobId>,
 }
 
 /// The shared table. Cheap to share behind an `Arc`; every method takes the lock briefly.
@@ -137,6 +167,10 @@ impl JobTable {
                 jobs: HashMap::new(),
                 registry: Registry::default(),
                 shutting_down: false,
+                finished: VecDeque::new(),
+                running: VecDeque::new(),
+                expired: VecDeque::new(),
+                expired_set: HashSet::new(),
             }),
             limits,
         }
@@ -169,6 +203,7 @@ impl JobTable {
         } else {
             Vec::new()
         };
+        inner.evict(&self.limits, Instant::now());
         if let Some(rid) = spec.deployed_app_rid {
             let binding = Binding {
                 deployed_app_rid: Arc::from(rid),
@@ -260,7 +295,7 @@ impl JobTable {
             auth_header: req.auth_header.map(Arc::from),
             waker: None,
         };
-        inner.jobs.insert(id.clone(), job);
+        inner.jobs.insert(id.clone(), Box::new(job));
         Ok(id)
     }
 
@@ -274,7 +309,7 @@ impl JobTable {
         let mut inner = self.lock();
         let rx = inner.poll_receiver(runtime_id, token)?;
         while let Ok(id) = rx.try_recv() {
-            if let Some(dispatched) = inner.claim(&id) {
+            if let Some(dispatched) = inner.claim(&id, &self.limits) {
                 return Ok(Some(dispatched));
             }
         }
@@ -300,7 +335,7 @@ impl JobTable {
                 Ok(id) => id,
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return Ok(None),
             };
-            if let Some(dispatched) = self.lock().claim(&id) {
+            if let Some(dispatched) = self.lock().claim(&id, &self.limits) {
                 return Ok(Some(dispatched));
             }
         }
@@ -315,18 +350,20 @@ impl JobTable {
         body: Vec<u8>,
         content_type: Option<String>,
     ) -> Result<(), Error> {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         inner.authorized(runtime_id, token)?;
         let job = match inner.jobs.get_mut(job_id) {
             Some(job) if &*job.view.runtime_id == runtime_id => job,
-            _ => return Err(Error::job_not_found(job_id.as_str())),
+            _ => return Err(inner.missing(job_id)),
         };
         if job.view.state.is_terminal() {
             return Err(Error::Conflict(job_id.clone()));
         }
         job.view.result = Some(Arc::from(body));
         job.view.result_content_type = content_type;
-        finish(job, JobState::Succeeded, None);
+        finish(job, JobState::Succeeded, None, &mut inner.finished);
+        inner.evict(&self.limits, Instant::now());
         Ok(())
     }
 
@@ -338,17 +375,19 @@ impl JobTable {
         job_id: &JobId,
         message: String,
     ) -> Result<(), Error> {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         inner.authorized(runtime_id, token)?;
         match inner.jobs.get_mut(job_id) {
             Some(job) if &*job.view.runtime_id == runtime_id => {
                 if job.view.state.is_terminal() {
                     return Err(Error::Conflict(job_id.clone()));
                 }
-                finish(job, JobState::Failed, Some(message));
+                finish(job, JobState::Failed, Some(message), &mut inner.finished);
+                inner.evict(&self.limits, Instant::now());
                 Ok(())
             }
-            _ => Err(Error::job_not_found(job_id.as_str())),
+            _ => Err(inner.missing(job_id)),
         }
     }
 
@@ -356,7 +395,9 @@ impl JobTable {
     pub fn restart(&self, runtime_id: &str, token: Option<&str>) -> Result<Vec<JobId>, Error> {
         let mut inner = self.lock();
         inner.authorized(runtime_id, token)?;
-        Ok(inner.fail_open_jobs(runtime_id, RESTART_MESSAGE, |s| s == JobState::Running))
+        let failed = inner.fail_open_jobs(runtime_id, RESTART_MESSAGE, |s| s == JobState::Running);
+        inner.evict(&self.limits, Instant::now());
+        Ok(failed)
     }
 
     /// Stores schemas by function name; a name already present is replaced.
@@ -374,9 +415,40 @@ impl JobTable {
         Ok(())
     }
 
-    /// A snapshot of one job.
-    pub fn job(&self, id: &JobId) -> Option<JobView> {
-        self.lock().jobs.get(id).map(|job| job.view.clone())
+    /// A snapshot of one job; a 404 that says so when the job expired.
+    pub fn job(&self, id: &JobId) -> Result<JobView, Error> {
+        let inner = self.lock();
+        match inner.jobs.get(id) {
+            Some(job) => Ok(job.view.clone()),
+            None => Err(inner.missing(id)),
+        }
+    }
+
+    /// Fails running jobs past `max_job_runtime` and evicts terminal jobs past the retention
+    /// limits. Called about once a second by the janitor thread, so expiry happens even when
+    /// no request arrives; costs O(1) per expired job.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        while let Some((_, deadline)) = inner.running.front() {
+            if *deadline > now {
+                break;
+            }
+            let Some((id, _)) = inner.running.pop_front() else {
+                break;
+            };
+            if let Some(job) = inner.jobs.get_mut(&id) {
+                if job.view.state == JobState::Running {
+                    let message = format!(
+                        "the compute module posted no result within {}s (--max-job-runtime)",
+                        self.limits.max_job_runtime.as_secs_f64()
+                    );
+                    finish(job, JobState::Failed, Some(message), &mut inner.finished);
+                }
+            }
+        }
+        inner.evict(&self.limits, now);
     }
 
     /// Waits until the job is terminal.
@@ -425,7 +497,7 @@ impl JobTable {
             .ok_or_else(|| Error::runtime_not_found(runtime_id))?;
         match inner.jobs.get(job_id) {
             Some(job) if &*job.view.runtime_id == runtime_id => Ok((runtime, job.view.clone())),
-            _ => Err(Error::job_not_found(job_id.as_str())),
+            _ => Err(inner.missing(job_id)),
         }
     }
 
@@ -446,11 +518,13 @@ impl JobTable {
 
     /// Stops the table: open jobs fail, every waiter and poller wakes, enqueue is refused.
     pub fn shutdown(&self) {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         inner.shutting_down = true;
         for job in inner.jobs.values_mut() {
             if !job.view.state.is_terminal() {
-                finish(job, JobState::Failed, Some(SHUTDOWN_MESSAGE.to_string()));
+                let message = Some(SHUTDOWN_MESSAGE.to_string());
+                finish(job, JobState::Failed, message, &mut inner.finished);
             }
         }
         for runtime in inner.registry.runtimes.values_mut() {
@@ -489,13 +563,15 @@ impl Inner {
     }
 
     /// Marks a queued job `running`; `None` if it is no longer queued (skip its stale id).
-    fn claim(&mut self, id: &JobId) -> Option<Dispatched> {
+    fn claim(&mut self, id: &JobId, limits: &Limits) -> Option<Dispatched> {
         let job = self.jobs.get_mut(id)?;
         if job.view.state != JobState::Queued {
             return None;
         }
         job.view.state = JobState::Running;
         job.view.dispatched_at = Some(now_millis());
+        self.running
+            .push_back((id.clone(), Instant::now() + limits.max_job_runtime));
         Some(Dispatched {
             job_id: id.clone(),
             query_type: job.view.query_type.clone(),
@@ -515,12 +591,49 @@ impl Inner {
         for job in self.jobs.values_mut() {
             let open = !job.view.state.is_terminal() && which(job.view.state);
             if open && &*job.view.runtime_id == runtime_id {
-                finish(job, JobState::Failed, Some(message.to_string()));
+                finish(
+                    job,
+                    JobState::Failed,
+                    Some(message.to_string()),
+                    &mut self.finished,
+                );
                 failed.push(job.view.id.clone());
             }
         }
         failed.sort_by_key(|id| id.clone());
         failed
+    }
+
+    /// Drops terminal jobs beyond `max_retained_jobs` or older than `job_ttl`, oldest first.
+    fn evict(&mut self, limits: &Limits, now: Instant) {
+        while let Some((_, finished_at)) = self.finished.front() {
+            let over = self.finished.len() > limits.max_retained_jobs;
+            if !over && *finished_at + limits.job_ttl > now {
+                break;
+            }
+            let Some((id, _)) = self.finished.pop_front() else {
+                break;
+            };
+            self.jobs.remove(&id);
+            if self.expired.len() >= REMEMBERED_EXPIRED {
+                if let Some(old) = self.expired.pop_front() {
+                    self.expired_set.remove(&old);
+                }
+            }
+            self.expired_set.insert(id.clone());
+            self.expired.push_back(id);
+        }
+    }
+
+    /// The 404 for a job id not in the table.
+    fn missing(&self, id: &JobId) -> Error {
+        if self.expired_set.contains(id) {
+            Error::NotFound(format!(
+                "Compute-module job '{id}' expired: finished jobs are kept for --job-ttl, up to --max-retained-jobs."
+            ))
+        } else {
+            Error::job_not_found(id.as_str())
+        }
     }
 
     fn runtime_view(&self, runtime_id: &str) -> Option<RuntimeView> {
@@ -539,16 +652,158 @@ impl Inner {
     }
 }
 
-/// The one place a job turns terminal: sets the state, stamps the time, wakes its waiters.
-fn finish(job: &mut Job, state: JobState, message: Option<String>) {
+/// The one place a job turns terminal: sets the state, stamps the time, queues the job for
+/// eviction, and wakes its waiters.
+fn finish(
+    job: &mut Job,
+    state: JobState,
+    message: Option<String>,
+    finished: &mut VecDeque<(JobId, Instant)>,
+) {
     debug_assert!(state.is_terminal());
-    let now = now_millis();
     job.view.state = state;
-    job.view.finished_at = Some(now);
+    job.view.finished_at = Some(now_millis());
+    // The credential was only needed for the envelope; a finished job does not keep it.
+    job.auth_header = None;
+    finished.push_back((job.view.id.clone(), Instant::now()));
     if state == JobState::Failed {
         job.view.error_message = Some(message.unwrap_or_else(|| DEFAULT_FAILURE.to_string()));
     }
     if let Some(waker) = job.waker.take() {
         waker.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(limits: Limits) -> (JobTable, String) {
+        let table = JobTable::new(limits);
+        let session = table.create_runtime(SessionSpec {
+            runtime_id: "rt".into(),
+            ..SessionSpec::default()
+        });
+        (table, session.token.expose().to_string())
+    }
+
+    fn enqueue(table: &JobTable) -> Result<JobId, Error> {
+        table.enqueue(EnqueueRequest {
+            target: Target::Runtime("rt".into()),
+            query_type: "q".into(),
+            query: "{}".into(),
+            source: JobSource::RuntimeDirect,
+            auth_header: None,
+        })
+    }
+
+    /// Enqueues, claims and completes one job.
+    fn run_one(table: &JobTable, token: &str) -> JobId {
+        let id = enqueue(table).unwrap();
+        let job = table.try_take("rt", Some(token)).unwrap().unwrap();
+        assert_eq!(job.job_id, id);
+        table
+            .complete("rt", Some(token), &id, b"ok".to_vec(), None)
+            .unwrap();
+        id
+    }
+
+    #[test]
+    fn oldest_finished_jobs_are_evicted_first_and_say_expired() {
+        let (table, token) = table(Limits {
+            max_retained_jobs: 2,
+            ..Limits::default()
+        });
+        let ids: Vec<JobId> = (0..4).map(|_| run_one(&table, &token)).collect();
+        for old in &ids[..2] {
+            let err = table.job(old).unwrap_err();
+            assert!(err.to_string().contains("expired"), "{err}");
+        }
+        for kept in &ids[2..] {
+            assert_eq!(table.job(kept).unwrap().state, JobState::Succeeded);
+        }
+        let never = JobId::from_client("foundry_job_never");
+        assert_eq!(
+            table.job(&never).unwrap_err(),
+            Error::job_not_found("foundry_job_never")
+        );
+    }
+
+    #[test]
+    fn queued_and_running_jobs_are_never_evicted() {
+        let (table, token) = table(Limits {
+            max_retained_jobs: 0,
+            job_ttl: Duration::ZERO,
+            ..Limits::default()
+        });
+        let running = enqueue(&table).unwrap();
+        let _ = table.try_take("rt", Some(&token)).unwrap().unwrap();
+        let finished = run_one(&table, &token);
+        let queued = enqueue(&table).unwrap();
+        table.sweep();
+        assert_eq!(table.job(&queued).unwrap().state, JobState::Queued);
+        assert_eq!(table.job(&running).unwrap().state, JobState::Running);
+        assert!(table.job(&finished).is_err());
+    }
+
+    #[test]
+    fn ttl_expires_finished_jobs_on_sweep() {
+        let (table, token) = table(Limits {
+            job_ttl: Duration::ZERO,
+            ..Limits::default()
+        });
+        let id = run_one(&table, &token);
+        table.sweep();
+        assert!(table.job(&id).unwrap_err().to_string().contains("expired"));
+    }
+
+    #[test]
+    fn running_jobs_fail_after_max_runtime() {
+        let (table, token) = table(Limits {
+            max_job_runtime: Duration::ZERO,
+            ..Limits::default()
+        });
+        let id = enqueue(&table).unwrap();
+        let _ = table.try_take("rt", Some(&token)).unwrap().unwrap();
+        table.sweep();
+        let job = table.job(&id).unwrap();
+        assert_eq!(job.state, JobState::Failed);
+        assert!(job.error_message.unwrap().contains("--max-job-runtime"));
+        let late = table.complete("rt", Some(&token), &id, Vec::new(), None);
+        assert_eq!(late, Err(Error::Conflict(id)));
+    }
+
+    #[test]
+    fn queue_cap_rejects_without_harming_queued_jobs() {
+        let (table, _) = table(Limits {
+            max_queued: 2,
+            ..Limits::default()
+        });
+        let a = enqueue(&table).unwrap();
+        let b = enqueue(&table).unwrap();
+        assert!(matches!(enqueue(&table), Err(Error::Overloaded(_))));
+        assert_eq!(table.job(&a).unwrap().state, JobState::Queued);
+        assert_eq!(table.job(&b).unwrap().state, JobState::Queued);
+    }
+
+    #[test]
+    fn a_wait_returns_when_another_thread_completes() {
+        let (table, token) = table(Limits::default());
+        let table = Arc::new(table);
+        let id = enqueue(&table).unwrap();
+        let waiter = {
+            let (table, id) = (table.clone(), id.clone());
+            std::thread::spawn(move || {
+                table.wait_terminal(&id, Instant::now() + Duration::from_secs(30))
+            })
+        };
+        let _ = table.try_take("rt", Some(&token)).unwrap().unwrap();
+        table
+            .complete("rt", Some(&token), &id, b"done".to_vec(), None)
+            .unwrap();
+        match waiter.join().unwrap() {
+            WaitOutcome::Finished(view) => assert_eq!(view.result.as_deref(), Some(&b"done"[..])),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }
