@@ -9,7 +9,7 @@ use argh::FromArgs;
 mod jobs;
 mod module;
 
-use crate::config::{Config, Seed};
+use crate::config::{Config, Seed, TlsOptions};
 use crate::emulator::Emulator;
 use crate::runtimes::builtin::{Builtin, ExecSpec};
 
@@ -74,6 +74,15 @@ pub struct ServeArgs {
     /// queued jobs per runtime before submits get 503 (default 10000)
     #[argh(option, default = "10_000")]
     max_queued: usize,
+    /// finished jobs kept for status and result; the oldest go first (default 100000)
+    #[argh(option, default = "100_000")]
+    max_retained_jobs: usize,
+    /// seconds a finished job is kept (default 3600)
+    #[argh(option, default = "Duration::from_secs(3600)", from_str_fn(parse_secs))]
+    job_ttl: Duration,
+    /// seconds a running job may wait for its result before it fails (default 900)
+    #[argh(option, default = "Duration::from_secs(900)", from_str_fn(parse_secs))]
+    max_job_runtime: Duration,
     /// bind a built-in echo runtime to this deployed app RID (branch master); repeatable
     #[argh(option)]
     echo_runtime: Vec<String>,
@@ -89,6 +98,15 @@ pub struct ServeArgs {
     /// do not add the default echo runtime bound to ri.foundry.main.deployed-app.echo
     #[argh(switch)]
     no_echo: bool,
+    /// also serve every route over HTTPS on this port (0 picks a free one, printed)
+    #[argh(option)]
+    tls_port: Option<u16>,
+    /// PEM certificate chain for HTTPS (with --tls-key); default: a CA made at start-up
+    #[argh(option)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[argh(option)]
+    tls_key: Option<PathBuf>,
 }
 
 fn parse_secs(value: &str) -> Result<Duration, String> {
@@ -141,6 +159,22 @@ impl ServeArgs {
                 "--threads and --wait-threads must be at least 1".into(),
             ));
         }
+        let tls = match (self.tls_port, &self.tls_cert, &self.tls_key) {
+            (_, Some(_), None) | (_, None, Some(_)) => {
+                return Err(CliError(
+                    "--tls-cert and --tls-key must be given together".into(),
+                ))
+            }
+            (None, Some(_), Some(_)) => {
+                return Err(CliError("--tls-cert and --tls-key need --tls-port".into()))
+            }
+            (None, None, None) => None,
+            (Some(port), cert, key) => Some(TlsOptions {
+                port,
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+        };
         Ok(Config {
             host: self.host,
             port: self.port,
@@ -154,6 +188,10 @@ impl ServeArgs {
             max_body: self.max_body,
             tokens: self.token,
             max_queued: self.max_queued,
+            max_retained_jobs: self.max_retained_jobs,
+            job_ttl: self.job_ttl,
+            max_job_runtime: self.max_job_runtime,
+            tls,
         })
     }
 }
@@ -206,6 +244,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let running = Emulator::start(config).map_err(|e| CliError(e.to_string()))?;
     // The one line scripts read to learn the port (with --port 0); stdout, flushed.
     println!("foundry-emulator listening on {}", running.base_url());
+    if let Some(url) = running.tls_base_url() {
+        println!("foundry-emulator tls listening on {url}");
+    }
     log::info!(
         "serving on {} ({} bearer tokens)",
         running.base_url(),
@@ -215,6 +256,16 @@ fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             "any non-empty"
         }
     );
+    if let Some(url) = running.tls_base_url() {
+        match running.ca_path() {
+            Some(ca) => log::info!(
+                "HTTPS on {url}; clients must trust the generated CA {} \
+                 (CONNECTIONS_TO_OTHER_PODS_CA_PATH / DEFAULT_CA_PATH)",
+                ca.display()
+            ),
+            None => log::info!("HTTPS on {url} with the given certificate"),
+        }
+    }
     for rt in running.runtimes() {
         let apps: Vec<String> = rt
             .bindings

@@ -28,8 +28,10 @@ mod ids;
 pub mod jobs;
 pub mod router;
 pub mod runtimes;
+#[cfg(feature = "tls")]
+pub mod tls;
 
-pub use config::{Config, ConfigError, Seed};
+pub use config::{Config, ConfigError, Seed, TlsOptions};
 pub use emulator::{Emulator, Running};
 pub use error::Error;
 pub use jobs::{JobId, JobSource, JobState, JobView};

@@ -46,10 +46,13 @@ pub fn create(app: &App, req: Req) -> Result<Reply, Error> {
 /// `GET /runtimes/:id/job`: the oldest queued job, else a long poll in the poll lane.
 pub fn poll(app: &App, req: Req, runtime_id: &str) -> Result<Outcome<Wait>, Error> {
     let token = module_token(&req);
-    if let Some(job) = app.table.try_take(runtime_id, token)? {
+    let taken = app.table.try_take(runtime_id, token)?;
+    if let Some(job) = taken.job {
         return dispatched(&job).map(Outcome::Reply);
     }
-    if app.poll_wait.is_zero() {
+    // The first poll of a session is answered at once: the TypeScript SDK posts its schemas
+    // only after its first poll returns, so holding that poll would delay them.
+    if app.poll_wait.is_zero() || taken.first_poll {
         return Ok(Outcome::Reply(Reply::empty(204)));
     }
     let Some(ticket) = app.poll_lane.try_enter() else {

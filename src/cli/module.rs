@@ -82,7 +82,9 @@ struct Session<'a> {
 
 pub fn module(args: ModuleArgs) -> Result<ExitCode, CliError> {
     let Some((program, rest)) = args.command.split_first() else {
-        return Err(CliError("module needs a command after --, e.g. -- python app.py".into()));
+        return Err(CliError(
+            "module needs a command after --, e.g. -- python app.py".into(),
+        ));
     };
     let env = environment(Session {
         runtime_id: &args.runtime_id,
@@ -125,7 +127,9 @@ fn run(mut command: Command, program: &str) -> Result<ExitCode, CliError> {
     let status = command
         .status()
         .map_err(|e| CliError(format!("cannot run {program}: {e}")))?;
-    Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+    Ok(ExitCode::from(
+        status.code().unwrap_or(1).clamp(0, 255) as u8
+    ))
 }
 
 /// Creates the session and returns every variable both SDKs read, in a stable order.
@@ -156,8 +160,12 @@ fn environment(session: Session<'_>) -> Result<Vec<(String, String)>, CliError> 
     if tls_url.is_none() {
         log::warn!("{base} has no TLS listener (serve --tls-port): Python SDK modules need one");
     }
-    let (host, port) = host_port(tls_url.unwrap_or(&base))
-        .ok_or_else(|| CliError(format!("cannot read a host and port from {}", tls_url.unwrap_or(&base))))?;
+    let (host, port) = host_port(tls_url.unwrap_or(&base)).ok_or_else(|| {
+        CliError(format!(
+            "cannot read a host and port from {}",
+            tls_url.unwrap_or(&base)
+        ))
+    })?;
     let ca = session
         .ca_path
         .map(|p| p.display().to_string())
@@ -169,9 +177,18 @@ fn environment(session: Session<'_>) -> Result<Vec<(String, String)>, CliError> 
         ("GET_JOB_URI".to_string(), field("getJobUri")?),
         ("POST_RESULT_URI".to_string(), field("postResultUri")?),
         ("POST_SCHEMA_URI".to_string(), field("postSchemaUri")?),
-        ("RESTART_NOTIFICATION_URI".to_string(), field("restartNotificationUri")?),
-        ("MODULE_AUTH_TOKEN".to_string(), token_file.display().to_string()),
-        ("MAX_CONCURRENT_TASKS".to_string(), session.concurrency.max(1).to_string()),
+        (
+            "RESTART_NOTIFICATION_URI".to_string(),
+            field("restartNotificationUri")?,
+        ),
+        (
+            "MODULE_AUTH_TOKEN".to_string(),
+            token_file.display().to_string(),
+        ),
+        (
+            "MAX_CONCURRENT_TASKS".to_string(),
+            session.concurrency.max(1).to_string(),
+        ),
     ];
     // Set only when there is a CA: the TypeScript SDK would try to read an empty path.
     if !ca.is_empty() {
@@ -200,7 +217,12 @@ fn write_token_file(runtime_id: &str, token: &str) -> Result<PathBuf, CliError> 
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         std::io::Write::write_all(&mut options.open(&path)?, token.as_bytes())
     };
-    write().map_err(|e| CliError(format!("cannot write the token file {}: {e}", path.display())))?;
+    write().map_err(|e| {
+        CliError(format!(
+            "cannot write the token file {}: {e}",
+            path.display()
+        ))
+    })?;
     Ok(path)
 }
 
@@ -233,7 +255,11 @@ mod tests {
         ];
         for (url, want) in cases {
             let got = host_port(url);
-            assert_eq!(got.as_ref().map(|(h, p)| (h.as_str(), p.as_str())), want, "{url}");
+            assert_eq!(
+                got.as_ref().map(|(h, p)| (h.as_str(), p.as_str())),
+                want,
+                "{url}"
+            );
         }
     }
 

@@ -55,6 +55,15 @@ pub struct Dispatched {
     pub auth_header: Option<Arc<str>>,
 }
 
+/// What a non-blocking poll found.
+#[derive(Debug)]
+pub struct Taken {
+    /// The job now `running`, if one was queued.
+    pub job: Option<Dispatched>,
+    /// True for the first poll of this session.
+    pub first_poll: bool,
+}
+
 /// How a wait for a terminal job ended.
 #[derive(Debug)]
 pub enum WaitOutcome {
@@ -301,19 +310,22 @@ impl JobTable {
 
     /// Takes the oldest queued job of the runtime without waiting, marking it `running`.
     /// Also records the poll (`connected`, `last_poll_at`).
-    pub fn try_take(
-        &self,
-        runtime_id: &str,
-        token: Option<&str>,
-    ) -> Result<Option<Dispatched>, Error> {
+    pub fn try_take(&self, runtime_id: &str, token: Option<&str>) -> Result<Taken, Error> {
         let mut inner = self.lock();
+        let first_poll = !inner.authorized(runtime_id, token)?.connected;
         let rx = inner.poll_receiver(runtime_id, token)?;
         while let Ok(id) = rx.try_recv() {
-            if let Some(dispatched) = inner.claim(&id, &self.limits) {
-                return Ok(Some(dispatched));
+            if let Some(job) = inner.claim(&id, &self.limits) {
+                return Ok(Taken {
+                    job: Some(job),
+                    first_poll,
+                });
             }
         }
-        Ok(None)
+        Ok(Taken {
+            job: None,
+            first_poll,
+        })
     }
 
     /// Waits for the runtime's next job, marking it `running`.
@@ -700,7 +712,7 @@ mod tests {
     /// Enqueues, claims and completes one job.
     fn run_one(table: &JobTable, token: &str) -> JobId {
         let id = enqueue(table).unwrap();
-        let job = table.try_take("rt", Some(token)).unwrap().unwrap();
+        let job = table.try_take("rt", Some(token)).unwrap().job.unwrap();
         assert_eq!(job.job_id, id);
         table
             .complete("rt", Some(token), &id, b"ok".to_vec(), None)
@@ -737,7 +749,7 @@ mod tests {
             ..Limits::default()
         });
         let running = enqueue(&table).unwrap();
-        let _ = table.try_take("rt", Some(&token)).unwrap().unwrap();
+        let _ = table.try_take("rt", Some(&token)).unwrap().job.unwrap();
         let finished = run_one(&table, &token);
         let queued = enqueue(&table).unwrap();
         table.sweep();
@@ -764,7 +776,7 @@ mod tests {
             ..Limits::default()
         });
         let id = enqueue(&table).unwrap();
-        let _ = table.try_take("rt", Some(&token)).unwrap().unwrap();
+        let _ = table.try_take("rt", Some(&token)).unwrap().job.unwrap();
         table.sweep();
         let job = table.job(&id).unwrap();
         assert_eq!(job.state, JobState::Failed);
@@ -797,7 +809,7 @@ mod tests {
                 table.wait_terminal(&id, Instant::now() + Duration::from_secs(30))
             })
         };
-        let _ = table.try_take("rt", Some(&token)).unwrap().unwrap();
+        let _ = table.try_take("rt", Some(&token)).unwrap().job.unwrap();
         table
             .complete("rt", Some(&token), &id, b"done".to_vec(), None)
             .unwrap();
