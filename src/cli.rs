@@ -291,6 +291,22 @@ fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             running.base_url()
         );
     }
+    wait_for_termination()?;
+    log::info!("stopping: failing open jobs, answering waiting clients");
+    running.shutdown();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Blocks until SIGTERM or SIGINT (Ctrl-C).
+#[cfg(unix)]
+fn wait_for_termination() -> Result<(), CliError> {
+    crate::signals::wait_for_termination()
+        .map_err(|e| CliError(format!("cannot wait for SIGTERM: {e}")))
+}
+
+/// Without Unix signals, serve until the process is killed.
+#[cfg(not(unix))]
+fn wait_for_termination() -> Result<(), CliError> {
     loop {
         std::thread::park();
     }

@@ -6,6 +6,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 /// Path prefix of the Contour routes.
@@ -56,18 +58,27 @@ pub struct JobRequest<'a> {
 }
 
 impl JobRequest<'_> {
+    /// The execute body, with the query embedded as the exact JSON text given (key order,
+    /// number spelling and all): it never goes through a `Value`.
     fn body(&self) -> Result<Vec<u8>, ClientError> {
-        let query: Value = serde_json::from_str(self.query)
-            .map_err(|e| ClientError::Transport(format!("the query is not valid JSON: {e}")))?;
-        let mut body = json!({
-            "deployedAppRid": self.deployed_app_rid,
-            "queryType": self.query_type,
-            "query": query,
-        });
-        if let Some(branch) = self.branch {
-            body["deployedAppBranch"] = json!(branch);
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body<'a> {
+            deployed_app_rid: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            deployed_app_branch: Option<&'a str>,
+            query_type: &'a str,
+            query: &'a RawValue,
         }
-        Ok(body.to_string().into_bytes())
+        let query: &RawValue = serde_json::from_str(self.query.trim())
+            .map_err(|e| ClientError::Transport(format!("the query is not valid JSON: {e}")))?;
+        let body = Body {
+            deployed_app_rid: self.deployed_app_rid,
+            deployed_app_branch: self.branch,
+            query_type: self.query_type,
+            query,
+        };
+        serde_json::to_vec(&body).map_err(|e| ClientError::Transport(e.to_string()))
     }
 }
 

@@ -28,6 +28,8 @@ mod ids;
 pub mod jobs;
 pub mod router;
 pub mod runtimes;
+#[cfg(unix)]
+mod signals;
 #[cfg(feature = "tls")]
 pub mod tls;
 

@@ -1,1 +1,32 @@
+//! Integration tests: each module starts real emulators on 127.0.0.1:0 and speaks HTTP to them.
 
+// Harness: TestServer, app and runtime agents, raw sockets, exact-assertion helpers.
+mod util;
+
+// Contour API: execute, submit, status, result/v2, bearer policy, deployed-app resolution.
+mod contour;
+
+// Runtime API: sessions and resets, polls, results, restart, schemas, inspection.
+mod runtime;
+
+// One table of malformed requests, each followed by a good one.
+mod bad_input;
+
+// Concurrent executes, long-poll wake-ups, small pools and load shedding, shutdown.
+mod concurrency;
+
+// Bounded resources: retention, expiry, the queue cap, the running-job limit.
+mod limits;
+
+// Built-in runtimes in process: echo, and exec with the fixtures/exec-handler.sh script.
+mod builtin;
+
+// The binary: serve flags and seed errors, the client subcommands' stdout, stderr, exit codes.
+mod cli;
+
+// HTTPS: generated CA and given certificates, keep-alive, bad clients, chunked bodies.
+#[cfg(feature = "tls")]
+mod tls;
+
+// The real Python and TypeScript compute-module SDKs run as modules (needs .ci/setup-sdks.sh).
+mod sdk;

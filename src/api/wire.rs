@@ -275,20 +275,30 @@ struct EnvelopeJob<'a> {
     user_id: Option<&'a str>,
 }
 
+/// The `userId` of every Contour-submitted job: the emulator has no user directory.
+pub const EMULATOR_USER_ID: &str = "foundry-emulator-user";
+
 /// Serializes the envelope of a dispatched job.
 pub fn envelope(job: &Dispatched) -> Result<Vec<u8>, Error> {
     // The query was validated as JSON when the job was submitted.
     let query: &RawValue = serde_json::from_str(&job.query)
         .map_err(|e| Error::Internal(format!("stored query is not JSON: {e}")))?;
+    // Foundry hands a module the caller's credentials; the emulator's caller is whoever
+    // held the bearer token, so the token doubles as the temporary credential.
+    let bearer = job
+        .auth_header
+        .as_deref()
+        .and_then(|h| h.trim().split_once(' '))
+        .map(|(_, token)| token.trim());
     let envelope = Envelope {
         kind: "computeModuleJobV1",
         job: EnvelopeJob {
             job_id: job.job_id.as_str(),
             query_type: &job.query_type,
             query,
-            temporary_credentials_auth_token: None,
+            temporary_credentials_auth_token: bearer,
             auth_header: job.auth_header.as_deref(),
-            user_id: None,
+            user_id: bearer.map(|_| EMULATOR_USER_ID),
         },
     };
     serde_json::to_vec(&envelope).map_err(|e| Error::Internal(e.to_string()))

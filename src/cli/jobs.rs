@@ -294,7 +294,8 @@ fn read_query(arg: &str) -> Result<String, CliError> {
     } else {
         arg.to_string()
     };
-    serde_json::from_str::<serde_json::Value>(&text)
+    // Checked as raw JSON: the query is sent exactly as written, never re-encoded.
+    serde_json::from_str::<&serde_json::value::RawValue>(text.trim())
         .map_err(|e| CliError(format!("--query is not valid JSON: {e}")))?;
     Ok(text)
 }

@@ -196,25 +196,50 @@ fn environment(session: Session<'_>) -> Result<Vec<(String, String)>, CliError> 
         env.push(("DEFAULT_CA_PATH".to_string(), ca));
     }
     // A CI proxy must not intercept loopback traffic to the emulator.
-    let no_proxy = match std::env::var("NO_PROXY").or_else(|_| std::env::var("no_proxy")) {
-        Ok(existing) if !existing.is_empty() => format!("{existing},{host},127.0.0.1,localhost"),
-        _ => format!("{host},127.0.0.1,localhost"),
-    };
+    let existing = std::env::var("NO_PROXY")
+        .or_else(|_| std::env::var("no_proxy"))
+        .unwrap_or_default();
+    let mut hosts: Vec<&str> = existing
+        .split(',')
+        .filter(|h| !h.trim().is_empty())
+        .collect();
+    for loopback in [host.as_str(), "127.0.0.1", "localhost"] {
+        if !hosts.contains(&loopback) {
+            hosts.push(loopback);
+        }
+    }
+    let no_proxy = hosts.join(",");
     env.push(("NO_PROXY".to_string(), no_proxy.clone()));
     env.push(("no_proxy".to_string(), no_proxy));
     Ok(env)
 }
 
-/// Writes the token, without a newline, to a file only this user can read.
+/// Writes the token, without a newline, to a file only this user can read: one file per
+/// runtime id in one per-user directory, overwritten by each launch (the launcher execs, so it
+/// cannot clean up after itself; this keeps the files from piling up).
 fn write_token_file(runtime_id: &str, token: &str) -> Result<PathBuf, CliError> {
-    let dir = std::env::temp_dir().join(format!("foundry-emulator-module-{}", std::process::id()));
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "user".to_string());
+    let dir = std::env::temp_dir().join(format!("foundry-emulator-modules-{user}"));
     let path = dir.join(format!("{runtime_id}.token"));
     let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(&dir)?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&dir)?;
+        if std::fs::symlink_metadata(&dir)?.file_type().is_symlink() {
+            return Err(std::io::Error::other("the token directory is a symlink"));
+        }
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
         #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Never follow a planted symlink in a shared temp directory.
+            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        }
         std::io::Write::write_all(&mut options.open(&path)?, token.as_bytes())
     };
     write().map_err(|e| {

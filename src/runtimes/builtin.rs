@@ -187,12 +187,18 @@ fn run_exec(spec: &ExecSpec, job: &Dispatched, table: &JobTable) -> Result<Vec<u
     };
     let out = stdout.join().unwrap_or_default();
     let err = tail(&stderr.join().unwrap_or_default());
+    // ": <stderr tail>" only when the command wrote something to stderr.
+    let err = if err.is_empty() {
+        String::new()
+    } else {
+        format!(": {err}")
+    };
     match status {
         Some(Ok(status)) if status.success() => Ok(out),
-        Some(Ok(status)) => Err(format!("exec runtime command {}: {err}", describe(status))),
+        Some(Ok(status)) => Err(format!("exec runtime command {}{err}", describe(status))),
         Some(Err(e)) => Err(format!("exec runtime could not wait for its command: {e}")),
         None => Err(format!(
-            "exec runtime command timed out after {}s and was killed: {err}",
+            "exec runtime command timed out after {}s and was killed{err}",
             spec.timeout.as_secs_f64()
         )),
     }

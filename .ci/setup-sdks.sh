@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the real Palantir compute-module SDKs that tests/sdk.rs runs against the emulator:
+#   - Python: foundry-compute-modules==0.34.0 into .venv at the repository root
+#   - npm:    @palantir/compute-module 0.2.7 into fixtures/ts/node_modules (from package-lock.json)
+# Idempotent: safe to run again; it only installs what is missing or different.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+PY_SDK="foundry-compute-modules==0.34.0"
+
+# Python (the SDK needs >=3.10).
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+if ! .venv/bin/python -m pip show foundry-compute-modules 2>/dev/null | grep -qx 'Version: 0.34.0'; then
+    .venv/bin/python -m pip install --quiet "$PY_SDK"
+fi
+# Plain `import compute_modules` (importing .annotations would start a module at exit).
+.venv/bin/python -c 'import compute_modules'
+
+# npm: exactly what package-lock.json says.
+cd fixtures/ts
+if [ -f package-lock.json ]; then
+    npm ci --no-audit --no-fund
+else
+    npm install --no-audit --no-fund
+fi
+node -e 'require("@palantir/compute-module"); require("@sinclair/typebox")'
+
+echo "SDKs ready: $("$root/.venv/bin/python" -m pip show foundry-compute-modules | grep '^Version'), @palantir/compute-module $(node -p 'require("@palantir/compute-module/package.json").version')"

@@ -1,0 +1,98 @@
+//! Bounded resources over HTTP: retention and expiry, the queue cap, the running-job limit.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::util::{assert_error, exec_body, TestServer};
+
+const RID: &str = "ri.foundry.main.deployed-app.limits";
+
+#[test]
+fn evicted_jobs_answer_404_saying_they_expired_oldest_first() {
+    let server = TestServer::start(|cfg| cfg.max_retained_jobs = 2);
+    let rt = server.runtime_bound("rt", RID);
+    let app = server.app();
+    let ids: Vec<String> = (0..3)
+        .map(|n| {
+            let id = app.submit_id(RID, "q", json!({"n": n}));
+            assert_eq!(rt.next_job_id(), id);
+            rt.complete(&id, format!("r{n}").as_bytes());
+            id
+        })
+        .collect();
+    // The first finished job went; the two newest stay readable.
+    let expired = format!(
+        "Compute-module job '{}' expired: finished jobs are kept for --job-ttl, up to --max-retained-jobs.",
+        ids[0]
+    );
+    assert_error(&app.status(&ids[0]), 404, "not_found", &expired);
+    assert_error(&app.result_by_id(&ids[0]), 404, "not_found", &expired);
+    for (n, id) in ids.iter().enumerate().skip(1) {
+        app.status(id).expect_status(200);
+        assert_eq!(app.result_by_id(id).body, format!("r{n}").into_bytes());
+    }
+}
+
+#[test]
+fn job_ttl_expires_finished_jobs_without_any_request() {
+    let server = TestServer::start(|cfg| cfg.job_ttl = Duration::ZERO);
+    let rt = server.runtime_bound("rt", RID);
+    let app = server.app();
+    let id = app.submit_id(RID, "q", json!({}));
+    assert_eq!(rt.next_job_id(), id);
+    rt.complete(&id, b"done");
+    // The janitor sweeps about once a second; poll the observable state, bounded.
+    crate::util::wait_for("the finished job to expire", || {
+        app.status(&id).status == 404
+    });
+    let resp = app.status(&id);
+    assert!(resp.json()["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("expired"));
+}
+
+#[test]
+fn submits_past_the_queue_cap_get_503_and_queued_jobs_are_unharmed() {
+    let server = TestServer::start(|cfg| cfg.max_queued = 2);
+    let rt = server.runtime_bound("rt", RID);
+    let app = server.app();
+    let first = app.submit_id(RID, "q", json!({"n": 1}));
+    let second = app.submit_id(RID, "q", json!({"n": 2}));
+    let refused = app.submit(&exec_body(RID, "q", json!({"n": 3})));
+    assert_error(
+        &refused,
+        503,
+        "overloaded",
+        "The emulator is overloaded: runtime 'rt' already has 2 queued jobs (--max-queued). Retry later.",
+    );
+    assert_eq!(refused.header("Retry-After"), Some("1"));
+    let refused_sync = app.execute(&exec_body(RID, "q", json!({"n": 4})));
+    assert_eq!(refused_sync.status, 503);
+    // Both queued jobs still run, in order.
+    for id in [&first, &second] {
+        assert_eq!(&rt.next_job_id(), id);
+        rt.complete(id, b"ok");
+        assert_eq!(app.result_by_id(id).body, b"ok");
+    }
+}
+
+#[test]
+fn a_running_job_without_result_fails_after_max_job_runtime() {
+    let server = TestServer::start(|cfg| cfg.max_job_runtime = Duration::from_millis(100));
+    let rt = server.runtime_bound("rt", RID);
+    let app = server.app();
+    let id = app.submit_id(RID, "q", json!({}));
+    assert_eq!(rt.next_job_id(), id);
+    crate::util::wait_for("the running job to fail", || {
+        app.status_json(&id)["type"] == "failed"
+    });
+    let status = app.status_json(&id);
+    assert_eq!(
+        status["failed"]["message"],
+        "the compute module posted no result within 0.1s (--max-job-runtime)"
+    );
+    // A late result is refused and the failure stays.
+    assert_eq!(rt.post_result(&id, b"late").status, 409);
+}

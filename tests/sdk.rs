@@ -1,0 +1,606 @@
+//! The real Palantir compute-module SDKs, unmodified, against an in-process emulator.
+//!
+//! Each test starts an emulator (plain HTTP plus, with the `tls` feature, HTTPS on port 0),
+//! launches a fixture module through the built binary (`foundry-emulator module ... -- CMD`,
+//! which creates the runtime session, sets the SDK environment and execs CMD), and drives it
+//! through the Contour API like an application would. One module process serves every case of
+//! its test, because SDK start-up is the slow part.
+//!
+//! The SDKs come from `.ci/setup-sdks.sh`: PyPI `foundry-compute-modules==0.34.0` in `.venv`,
+//! npm `@palantir/compute-module` 0.2.7 in `fixtures/ts/node_modules`. Without them these tests
+//! fail (never skip) and say so.
+//!
+//! Linux only: the module's idle CPU is read from `/proc`.
+#![cfg(target_os = "linux")]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use foundry_emulator::Config;
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+/// How long a module may take to start (interpreter, imports, TLS, first poll) under CI load.
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+/// Client timeout of the application's agent: above the emulator's execute timeout.
+const SDK_CLIENT_TIMEOUT: Duration = Duration::from_secs(90);
+/// The emulator's execute timeout in these tests: the first job waits for the module to start.
+const EXECUTE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long async jobs, schemas and similar observable state may take to appear.
+const STATE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The idle window over which the module's CPU use is measured.
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
+/// The bound: a fraction of one core over the idle window.
+const IDLE_CPU_BOUND: f64 = 0.05;
+/// Concurrent sync executes per module.
+const CONCURRENT: usize = 20;
+
+const SETUP_HINT: &str = "run `bash .ci/setup-sdks.sh` at the repository root first (it installs \
+     foundry-compute-modules==0.34.0 into .venv and @palantir/compute-module 0.2.7 into \
+     fixtures/ts/node_modules)";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// An emulator with the server's default long poll (10 s), so an idle module is measured
+/// against polls held open the way users run it, and a generous execute timeout.
+fn sdk_server() -> TestServer {
+    TestServer::start(|cfg| {
+        cfg.poll_wait = Config::default().poll_wait;
+        cfg.execute_timeout = EXECUTE_TIMEOUT;
+        #[cfg(feature = "tls")]
+        {
+            cfg.tls = Some(foundry_emulator::config::TlsOptions {
+                port: 0,
+                cert: None,
+                key: None,
+            });
+        }
+    })
+}
+
+/// The application, with a client timeout above the execute timeout.
+fn sdk_app(server: &TestServer) -> App {
+    let mut app = server.app();
+    app.agent = agent_with_timeout(SDK_CLIENT_TIMEOUT);
+    app
+}
+
+/// A module process launched through `foundry-emulator module`. Dropping it kills the whole
+/// process group (the module and, for Python, its worker pool) and, if the test is failing,
+/// prints the module's output.
+struct Module {
+    name: &'static str,
+    runtime_id: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Module {
+    fn launch(
+        server: &TestServer,
+        name: &'static str,
+        rid: &str,
+        concurrency: usize,
+        command: &[&str],
+    ) -> Module {
+        let runtime_id = format!("sdk-{name}");
+        let dir = std::env::temp_dir().join(format!(
+            "foundry-emulator-sdk-test-{}-{name}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("create the module log directory");
+        let log = dir.join("module.log");
+        let out = File::create(&log).expect("create the module log");
+        let err = out.try_clone().expect("clone the log handle");
+        let concurrency = concurrency.to_string();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_foundry-emulator"));
+        cmd.args([
+            "module",
+            "--runtime-id",
+            &runtime_id,
+            "--deployed-app-rid",
+            rid,
+        ])
+        .args([
+            "--emulator",
+            &server.base_url,
+            "--concurrency",
+            &concurrency,
+        ])
+        .arg("--")
+        .args(command)
+        .current_dir(repo())
+        .env("PYTHONUNBUFFERED", "1")
+        .env_remove("FOUNDRY_EMULATOR_URL")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+        // Its own process group, so Drop can kill the module's children with it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run the foundry-emulator binary: {e}"));
+        println!("{name}: module pid {} (log {})", child.id(), log.display());
+        Module {
+            name,
+            runtime_id,
+            child,
+            log,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics with the module's output if it has exited.
+    fn assert_running(&mut self, when: &str) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            panic!(
+                "the {} module exited ({status}) {when}; its output:\n{}",
+                self.name,
+                self.output()
+            );
+        }
+    }
+
+    /// Waits until the module has polled for a job (the emulator marks the runtime connected).
+    /// A Python module polls only after its restart notification was answered 200.
+    fn wait_connected(&mut self, server: &TestServer) {
+        let started = Instant::now();
+        while !server.connected(&self.runtime_id) {
+            self.assert_running("before its first poll");
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "the {} module did not poll within {START_TIMEOUT:?}; its output:\n{}",
+                self.name,
+                self.output()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        println!(
+            "{}: first poll {} ms after launch",
+            self.name,
+            started.elapsed().as_millis()
+        );
+    }
+}
+
+impl Drop for Module {
+    fn drop(&mut self) {
+        // The launcher execs the module, so the child's pid is the module's and it leads the
+        // process group: kill the group (Python's pool workers included), then reap.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            eprintln!(
+                "---- {} module output ({}) ----\n{}",
+                self.name,
+                self.log.display(),
+                self.output()
+            );
+        } else if let Some(dir) = self.log.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Panics with the setup hint unless `path` exists.
+fn require(path: &Path, what: &str) {
+    assert!(
+        path.exists(),
+        "{what} is missing ({} does not exist): {SETUP_HINT}",
+        path.display()
+    );
+}
+
+/// A sync execute of `query` (JSON text, sent verbatim: key order matters to the
+/// module's output) that must answer 200 with exactly `want`.
+fn execute_exact(app: &App, rid: &str, query_type: &str, query: &str, want: &[u8]) {
+    let body =
+        format!(r#"{{"deployedAppRid":"{rid}","queryType":"{query_type}","query":{query}}}"#);
+    let resp = app.execute_raw(body.as_bytes());
+    assert_eq!(
+        resp.status,
+        200,
+        "execute {query_type} {query}: status {}, body {}",
+        resp.status,
+        resp.text()
+    );
+    assert!(
+        resp.body == want,
+        "execute {query_type} {query}: result bytes differ\n  want: {}\n  got:  {}",
+        String::from_utf8_lossy(want),
+        resp.text()
+    );
+}
+
+/// Submits asynchronously, waits for `succeeded`, and returns (job id, result/v2 bytes).
+fn submit_and_wait(app: &App, rid: &str, query_type: &str, query: Value) -> (String, Vec<u8>) {
+    let id = app.submit_id(rid, query_type, query);
+    let started = Instant::now();
+    loop {
+        let status = app.status_json(&id);
+        match status["type"].as_str() {
+            Some("succeeded") => break,
+            Some("queued" | "running") => {}
+            _ => panic!("async job {id} ({query_type}) ended as {status}"),
+        }
+        assert!(
+            started.elapsed() < STATE_TIMEOUT,
+            "async job {id} ({query_type}) not finished after {STATE_TIMEOUT:?}: {status}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    let resp = app.result_by_id(&id);
+    resp.expect_status(200);
+    (id, resp.body)
+}
+
+/// 20 sync executes at once; each must get the answer to its own input.
+/// `case(i)` is (query type, query JSON text, expected result bytes).
+fn concurrent_executes(
+    app: &App,
+    rid: &str,
+    case: impl Fn(usize) -> (&'static str, String, Vec<u8>) + Sync,
+) {
+    thread::scope(|s| {
+        let handles: Vec<_> = (0..CONCURRENT)
+            .map(|i| {
+                let app = app.clone();
+                let case = &case;
+                s.spawn(move || {
+                    let (query_type, query, want) = case(i);
+                    execute_exact(&app, rid, query_type, &query, &want);
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().expect("a concurrent execute failed");
+        }
+    });
+}
+
+/// `GET /runtimes/:id/jobs/:jobId` (inspection).
+fn inspect(server: &TestServer, runtime_id: &str, job_id: &str) -> Value {
+    let url = format!("{}/{runtime_id}/jobs/{job_id}", server.runtimes_url());
+    let resp = send(&agent(), "GET", &url, &[], None);
+    resp.expect_status(200);
+    resp.json()
+}
+
+/// Waits until inspection lists a schema for every name; returns name → schema.
+fn wait_schemas(
+    server: &TestServer,
+    runtime_id: &str,
+    job_id: &str,
+    names: &[&str],
+) -> serde_json::Map<String, Value> {
+    let started = Instant::now();
+    loop {
+        let inspection = inspect(server, runtime_id, job_id);
+        let listed = inspection["schemas"]
+            .as_array()
+            .unwrap_or_else(|| panic!("inspection has no schema list: {inspection}"));
+        let by_name: serde_json::Map<String, Value> = listed
+            .iter()
+            .map(|entry| {
+                let name = entry["function_name"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("schema entry without function_name: {entry}"));
+                (name.to_string(), entry["schema"].clone())
+            })
+            .collect();
+        if names.iter().all(|n| by_name.contains_key(*n)) {
+            assert_eq!(
+                by_name.len(),
+                names.len(),
+                "exactly these schemas: {listed:?}"
+            );
+            return by_name;
+        }
+        assert!(
+            started.elapsed() < STATE_TIMEOUT,
+            "schemas {names:?} not in inspection after {STATE_TIMEOUT:?}: {inspection}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The schema both SDKs post for `add(x: int, y: int) -> int` (Python adds
+/// `ontologyProvenance: null`).
+fn add_schema() -> Value {
+    let int = json!({"type": "integer", "integer": {}});
+    json!({
+        "functionName": "add",
+        "inputs": [
+            {"name": "x", "required": true, "constraints": [], "dataType": int},
+            {"name": "y", "required": true, "constraints": [], "dataType": int},
+        ],
+        "output": {"type": "single", "single": {"dataType": int}},
+    })
+}
+
+/// utime + stime + cutime + cstime (clock ticks) of `root` and all its descendants, from
+/// `/proc/PID/stat`. Reaped children's time lives on in their parent's cutime/cstime.
+fn tree_cpu_ticks(root: u32) -> u64 {
+    // (pid, ppid, ticks) of every process.
+    let mut procs = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue; // exited meanwhile
+        };
+        // "pid (comm) state ppid ..."; comm may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // After the comm: state=0, ppid=1, ..., utime=11, stime=12, cutime=13, cstime=14.
+        let num = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        procs.push((pid, num(1) as u32, num(11) + num(12) + num(13) + num(14)));
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(procs.iter().filter(|p| p.1 == parent).map(|p| p.0));
+        i += 1;
+    }
+    procs
+        .iter()
+        .filter(|p| tree.contains(&p.0))
+        .map(|p| p.2)
+        .sum()
+}
+
+fn clock_ticks_per_second() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// With no jobs, the module only holds a long poll open: its process tree must use less than
+/// 5% of one core over 10 s. Prints the figure (visible with --nocapture).
+fn assert_idle_cpu(module: &mut Module) {
+    module.assert_running("before the idle measurement");
+    let hz = clock_ticks_per_second();
+    let before = tree_cpu_ticks(module.pid());
+    let started = Instant::now();
+    // A measurement window, not synchronisation: the module must stay quiet for all of it.
+    thread::sleep(IDLE_WINDOW);
+    let after = tree_cpu_ticks(module.pid());
+    let elapsed = started.elapsed().as_secs_f64();
+    module.assert_running("during the idle measurement");
+    let used = after.saturating_sub(before) as f64 / hz as f64;
+    let share = used / elapsed;
+    println!(
+        "{}: idle CPU {:.3} s over {:.1} s = {:.2}% of one core ({} ticks at {hz} Hz; bound {:.0}%)",
+        module.name,
+        used,
+        elapsed,
+        share * 100.0,
+        after.saturating_sub(before),
+        IDLE_CPU_BOUND * 100.0
+    );
+    assert!(
+        share < IDLE_CPU_BOUND,
+        "the idle {} module used {:.2}% of one core over {elapsed:.1} s (bound {:.0}%)",
+        module.name,
+        share * 100.0,
+        IDLE_CPU_BOUND * 100.0
+    );
+}
+
+/// Python SDK (`foundry-compute-modules` 0.34.0): it only speaks HTTPS, so it needs the TLS
+/// listener and its generated CA (the launcher passes both).
+#[cfg(feature = "tls")]
+#[test]
+fn python_sdk_module_end_to_end() {
+    const RID: &str = "ri.foundry.main.deployed-app.sdk-python";
+    let python = repo().join(".venv/bin/python");
+    require(&python, "the Python virtualenv with the SDK");
+    let import = Command::new(&python)
+        .args(["-c", "import compute_modules"])
+        .output()
+        .expect("run .venv/bin/python");
+    assert!(
+        import.status.success(),
+        "foundry-compute-modules is not installed in .venv ({}): {SETUP_HINT}",
+        String::from_utf8_lossy(&import.stderr).trim()
+    );
+
+    let server = sdk_server();
+    assert!(
+        server.running().tls_base_url().is_some(),
+        "the Python SDK needs the emulator's TLS listener"
+    );
+    let app = sdk_app(&server);
+    let mut module = Module::launch(
+        &server,
+        "python",
+        RID,
+        4,
+        &[python.to_str().unwrap(), "fixtures/python/app.py"],
+    );
+    // The SDK posts its schemas, then the restart notification (which must answer 200 with a
+    // JSON array or the SDK exits), then polls: a connected, living module shows all three.
+    module.wait_connected(&server);
+    module.assert_running("after its restart notification");
+
+    // Sync results, exact bytes: json.dumps with its default separators and ASCII escapes.
+    execute_exact(
+        &app,
+        RID,
+        "echo",
+        r#"{"s": "é", "a": [1, "x"]}"#,
+        br#"{"s": "\u00e9", "a": [1, "x"]}"#,
+    );
+    execute_exact(&app, RID, "add", r#"{"x": 2, "y": 3}"#, b"5");
+
+    // Async: submit, status, result/v2.
+    let (add_job, bytes) = submit_and_wait(&app, RID, "add", json!({"x": 40, "y": 2}));
+    assert_eq!(bytes, b"42", "async add result");
+
+    // A raising function: the SDK posts {"exception": "<str(e)>: <traceback>"} as a normal
+    // result, so the application sees 200 with that JSON and the job succeeded.
+    let resp = app.execute(&exec_body(RID, "fails", json!({})));
+    resp.expect_status(200);
+    let failure = resp.json();
+    let message = failure["exception"]
+        .as_str()
+        .unwrap_or_else(|| panic!("want {{\"exception\": \"...\"}}, got {failure}"));
+    assert_eq!(
+        failure.as_object().map(|o| o.len()),
+        Some(1),
+        "only the exception key: {failure}"
+    );
+    assert!(
+        message.starts_with("boom from the fixture: Traceback (most recent call last):")
+            && message.contains("ValueError: boom from the fixture"),
+        "exception message: {message}"
+    );
+
+    // A streaming generator: one chunk per item, stored as the concatenated JSON values.
+    execute_exact(
+        &app,
+        RID,
+        "count",
+        r#"{"n": 3}"#,
+        br#"{"i": 0}{"i": 1}{"i": 2}"#,
+    );
+    execute_exact(&app, RID, "count", r#"{"n": 0}"#, b"");
+
+    // The envelope's authHeader (the submitting request's Authorization) reaches the function.
+    let (whoami_job, bytes) = submit_and_wait(&app, RID, "whoami", json!({}));
+    let seen: Value = serde_json::from_slice(&bytes).expect("whoami answers JSON");
+    println!("python: the SDK's context for job {whoami_job}: {seen}");
+    assert_eq!(seen["jobId"], json!(whoami_job), "{seen}");
+    assert_eq!(
+        seen["authHeader"],
+        json!(format!("Bearer {APP_TOKEN}")),
+        "{seen}"
+    );
+    // The emulator's caller is the bearer token's holder: its token is the temporary
+    // credential, and every Contour caller is the one emulator user.
+    assert_eq!(seen["userId"], json!("foundry-emulator-user"), "{seen}");
+    assert_eq!(seen["tempCredsAuthToken"], json!(APP_TOKEN), "{seen}");
+
+    // 20 concurrent sync executes (4 pool workers), each paired with its own input.
+    concurrent_executes(&app, RID, |i| {
+        if i % 2 == 0 {
+            let pad = "x".repeat(i);
+            let query = format!(r#"{{"pad":"{pad}","i":{i}}}"#);
+            let want = format!(r#"{{"pad": "{pad}", "i": {i}}}"#);
+            ("echo", query, want.into_bytes())
+        } else {
+            let query = format!(r#"{{"x":{i},"y":1000}}"#);
+            ("add", query, (i + 1000).to_string().into_bytes())
+        }
+    });
+
+    // Schemas, posted at start-up, stored under each function's name.
+    let schemas = wait_schemas(
+        &server,
+        &module.runtime_id,
+        &add_job,
+        &["echo", "add", "fails", "count", "whoami"],
+    );
+    let mut want_add = add_schema();
+    want_add["ontologyProvenance"] = Value::Null;
+    assert_json(&schemas["add"], &want_add, "Python add schema");
+    for (name, schema) in &schemas {
+        assert_eq!(schema["functionName"], json!(name), "{schema}");
+    }
+
+    assert_idle_cpu(&mut module);
+}
+
+/// TypeScript SDK (`@palantir/compute-module` 0.2.7) from plain JavaScript. It uses the full
+/// URIs, so it talks plain HTTP even when the emulator also serves HTTPS.
+#[test]
+fn typescript_sdk_module_end_to_end() {
+    const RID: &str = "ri.foundry.main.deployed-app.sdk-typescript";
+    require(
+        &repo().join("fixtures/ts/node_modules/@palantir/compute-module/package.json"),
+        "the npm SDK",
+    );
+    let server = sdk_server();
+    let app = sdk_app(&server);
+    let mut module = Module::launch(
+        &server,
+        "typescript",
+        RID,
+        1,
+        &["node", "fixtures/ts/app.js"],
+    );
+    module.wait_connected(&server);
+
+    // Sync results, exact bytes: JSON.stringify (compact, UTF-8 as is).
+    execute_exact(
+        &app,
+        RID,
+        "echo",
+        r#"{"text": "hé", "n": [1, 2]}"#,
+        r#"{"text":"hé","n":[1,2]}"#.as_bytes(),
+    );
+    execute_exact(&app, RID, "add", r#"{"x": 2, "y": 3}"#, b"5");
+
+    // Async: submit, status, result/v2.
+    let (add_job, bytes) = submit_and_wait(&app, RID, "add", json!({"x": 40, "y": 2}));
+    assert_eq!(bytes, b"42", "async add result");
+
+    // 20 concurrent sync executes (the SDK runs every job it receives at once).
+    concurrent_executes(&app, RID, |i| {
+        if i % 2 == 0 {
+            let query = format!(r#"{{"text": "t{i}", "i": {i}}}"#);
+            let want = format!(r#"{{"text":"t{i}","i":{i}}}"#);
+            ("echo", query, want.into_bytes())
+        } else {
+            let query = format!(r#"{{"x":{i},"y":1000}}"#);
+            ("add", query, (i + 1000).to_string().into_bytes())
+        }
+    });
+
+    // Schemas: posted after the first 2xx answer to a poll, stored by function name.
+    let schemas = wait_schemas(&server, &module.runtime_id, &add_job, &["echo", "add"]);
+    assert_json(&schemas["add"], &add_schema(), "TypeScript add schema");
+    let string = json!({"type": "string", "string": {}});
+    let want_echo = json!({
+        "functionName": "echo",
+        "inputs": [{"name": "text", "required": true, "constraints": [], "dataType": string}],
+        "output": {"type": "single", "single": {"dataType": string}},
+    });
+    assert_json(&schemas["echo"], &want_echo, "TypeScript echo schema");
+
+    assert_idle_cpu(&mut module);
+}
