@@ -71,6 +71,9 @@ pub struct ServeArgs {
     /// a bearer token the Contour routes accept; repeatable; none = any non-empty token
     #[argh(option)]
     token: Vec<String>,
+    /// threads that read large or chunked bodies and write large answers (default 16)
+    #[argh(option, default = "16")]
+    io_threads: usize,
     /// queued jobs per runtime before submits get 503 (default 10000)
     #[argh(option, default = "10_000")]
     max_queued: usize,
@@ -109,13 +112,14 @@ pub struct ServeArgs {
     tls_key: Option<PathBuf>,
 }
 
+/// A number of seconds from 0 to 100,000,000 (about three years), fractions allowed.
 fn parse_secs(value: &str) -> Result<Duration, String> {
     value
         .parse::<f64>()
         .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
+        .filter(|s| s.is_finite() && (0.0..=1e8).contains(s))
         .map(Duration::from_secs_f64)
-        .ok_or_else(|| format!("'{value}' is not a number of seconds"))
+        .ok_or_else(|| format!("'{value}' is not a number of seconds from 0 to 100000000"))
 }
 
 /// A failure to report once, as `foundry-emulator: <sentence>`, with exit code 2.
@@ -154,10 +158,18 @@ impl ServeArgs {
             None => Seed::default(),
         };
         self.add_builtins(&mut seed)?;
-        if self.threads == 0 || self.wait_threads == 0 {
+        let in_range = |n: usize, max: usize| (1..=max).contains(&n);
+        if !in_range(self.threads, 1024)
+            || !in_range(self.io_threads, 1024)
+            || !in_range(self.wait_threads, 4096)
+        {
             return Err(CliError(
-                "--threads and --wait-threads must be at least 1".into(),
+                "--threads and --io-threads must be from 1 to 1024, --wait-threads from 1 to 4096"
+                    .into(),
             ));
+        }
+        if self.wait_queue > 1_000_000 {
+            return Err(CliError("--wait-queue must be at most 1000000".into()));
         }
         let tls = match (self.tls_port, &self.tls_cert, &self.tls_key) {
             (_, Some(_), None) | (_, None, Some(_)) => {
@@ -191,6 +203,8 @@ impl ServeArgs {
             max_retained_jobs: self.max_retained_jobs,
             job_ttl: self.job_ttl,
             max_job_runtime: self.max_job_runtime,
+            io_threads: self.io_threads,
+            socket_timeout: None,
             tls,
         })
     }
@@ -300,7 +314,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
 /// Blocks until SIGTERM or SIGINT (Ctrl-C).
 #[cfg(unix)]
 fn wait_for_termination() -> Result<(), CliError> {
-    crate::signals::wait_for_termination()
+    crate::sys::wait_for_termination()
         .map_err(|e| CliError(format!("cannot wait for SIGTERM: {e}")))
 }
 

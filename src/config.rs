@@ -41,6 +41,13 @@ pub struct Config {
     pub job_ttl: Duration,
     /// A running job with no result after this fails, so no client polls forever. Default 15 min.
     pub max_job_runtime: Duration,
+    /// Threads that read large or chunked request bodies and write large answers, so a
+    /// slow or stalled client never holds a front worker. Default 16.
+    pub io_threads: usize,
+    /// Read/write timeout of every connection, so a stalled client frees its thread. Default
+    /// `None`: the longer of `execute_timeout` and `poll_wait`, plus 5 minutes of idle
+    /// keep-alive.
+    pub socket_timeout: Option<Duration>,
     /// An HTTPS listener beside the plain one (needs the `tls` cargo feature). Default none.
     pub tls: Option<TlsOptions>,
 }
@@ -75,6 +82,8 @@ impl Default for Config {
             max_retained_jobs: 100_000,
             job_ttl: Duration::from_secs(3600),
             max_job_runtime: Duration::from_secs(15 * 60),
+            io_threads: 16,
+            socket_timeout: None,
             tls: None,
         }
     }

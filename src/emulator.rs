@@ -51,8 +51,9 @@ impl Emulator {
         let builtins = seed(&table, &config);
 
         let execute_lane = LaneGate::new("execute", config.wait_threads, config.wait_queue);
-        // Polls never queue for a lane thread: a poll that finds every thread busy gets 204.
-        let poll_lane = LaneGate::new("poll", config.wait_threads, 0);
+        // Polls beyond the threads queue (their deadline counts from arrival) rather than
+        // get an instant 204, which the SDKs would answer with an immediate re-poll: a spin.
+        let poll_lane = LaneGate::new("poll", config.wait_threads, config.wait_queue);
         let mut tokens = config.tokens.clone();
         tokens.extend(config.seed.tokens.iter().cloned());
         let app = Arc::new(App {
@@ -70,6 +71,10 @@ impl Emulator {
             front_threads: config.threads,
             lanes: vec![execute_lane, poll_lane],
             max_body: config.max_body,
+            io_threads: config.io_threads,
+            socket_timeout: config.socket_timeout.unwrap_or_else(|| {
+                config.execute_timeout.max(config.poll_wait) + std::time::Duration::from_secs(300)
+            }),
         };
         // TLS terminates in front of the plain listener (bound above, so connections wait in
         // its backlog until the workers run).
@@ -255,18 +260,19 @@ impl Running {
         if let Some(janitor) = self.janitor.take() {
             janitor.stop();
         }
-        // The TLS proxy first: it closes its backend connections to the plain listener.
-        #[cfg(feature = "tls")]
-        if let Some(tls) = self.tls.take() {
-            tls.shutdown();
-        }
         if let Some(http) = self.http.take() {
+            // Fail open jobs and wake every wait first, so the lanes answer their clients
+            // (through the TLS front too, which therefore stops last).
             self.table.shutdown();
             http.shutdown();
             // Shutdown closed their channels and kills running exec commands: they end soon.
             for handle in self.builtin_threads.drain(..) {
                 let _ = handle.join();
             }
+        }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.take() {
+            tls.shutdown();
         }
     }
 }

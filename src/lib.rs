@@ -29,7 +29,7 @@ pub mod jobs;
 pub mod router;
 pub mod runtimes;
 #[cfg(unix)]
-mod signals;
+mod sys;
 #[cfg(feature = "tls")]
 pub mod tls;
 

@@ -96,3 +96,63 @@ fn a_running_job_without_result_fails_after_max_job_runtime() {
     // A late result is refused and the failure stays.
     assert_eq!(rt.post_result(&id, b"late").status, 409);
 }
+
+/// A client that announces a large body and then stalls: its body is read on an I/O thread,
+/// so the only front worker keeps serving, and the socket timeout frees the only I/O thread
+/// for the next large body.
+#[test]
+fn a_stalled_upload_holds_neither_the_front_worker_nor_the_io_thread_for_long() {
+    use std::io::Write;
+    let server = TestServer::start(|cfg| {
+        cfg.threads = 1;
+        cfg.io_threads = 1;
+        cfg.socket_timeout = Some(Duration::from_millis(300));
+    });
+    let rt = server.runtime_bound("rt", RID);
+    let app = server.app();
+    let mut stalled = std::net::TcpStream::connect(server.addr).unwrap();
+    let head = format!(
+        "POST {}/compute-modules/jobs/execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\nContent-Length: 5000\r\n\r\n{{\"deployedAppRid\"",
+        crate::util::CONTOUR
+    );
+    stalled.write_all(head.as_bytes()).unwrap();
+    server.assert_alive();
+    // A 64 KiB result needs the I/O thread: only the timeout can have freed it, since
+    // `stalled` stays open until the end of the test.
+    let id = app.submit_id(RID, "q", json!({}));
+    assert_eq!(rt.next_job_id(), id);
+    let big = vec![b'x'; 64 * 1024];
+    assert_eq!(rt.post_result(&id, &big).status, 204);
+    assert_eq!(app.result_by_id(&id).body, big);
+    drop(stalled);
+}
+
+/// A client that never reads a large answer: the answer is written on an I/O thread, and the
+/// write timeout frees that thread for the next large answer.
+#[test]
+fn a_client_that_never_reads_holds_no_thread_for_long() {
+    use std::io::Write;
+    let server = TestServer::start(|cfg| {
+        cfg.threads = 1;
+        cfg.io_threads = 1;
+        cfg.socket_timeout = Some(Duration::from_millis(300));
+    });
+    let rt = server.runtime_bound("rt", RID);
+    let app = server.app();
+    let id = app.submit_id(RID, "q", json!({}));
+    assert_eq!(rt.next_job_id(), id);
+    // Far larger than any loopback socket buffer, so the write must block.
+    let big = vec![7u8; 32 * 1024 * 1024];
+    assert_eq!(rt.post_result(&id, &big).status, 204);
+    let mut lazy = std::net::TcpStream::connect(server.addr).unwrap();
+    let body = format!(r#"{{"id":"{id}"}}"#);
+    let request = format!(
+        "PUT {}/jobs/result/v2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\nContent-Length: {}\r\n\r\n{body}",
+        crate::util::CONTOUR,
+        body.len()
+    );
+    lazy.write_all(request.as_bytes()).unwrap();
+    server.assert_alive();
+    assert_eq!(app.result_by_id(&id).body.len(), big.len());
+    drop(lazy);
+}

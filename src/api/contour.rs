@@ -41,7 +41,7 @@ pub fn execute(app: &App, req: Req) -> Result<Outcome<Wait>, Error> {
     let job = enqueue(app, &req, JobSource::ContourSync)?;
     Ok(Outcome::Wait(Wait::Execute {
         job,
-        deadline: req.received_at + app.execute_timeout,
+        deadline: super::deadline(req.received_at, app.execute_timeout),
         _ticket: ticket,
     }))
 }

@@ -54,6 +54,13 @@ pub enum Wait {
     },
 }
 
+/// `from + wait`, saturating: a configured wait too large for an `Instant` means "a year".
+pub fn deadline(from: Instant, wait: Duration) -> Instant {
+    from.checked_add(wait)
+        .or_else(|| from.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(from)
+}
+
 /// Lane indexes, in the order `Emulator::start` creates the gates.
 pub const EXECUTE_LANE: usize = 0;
 pub const POLL_LANE: usize = 1;

@@ -56,14 +56,14 @@ pub fn poll(app: &App, req: Req, runtime_id: &str) -> Result<Outcome<Wait>, Erro
         return Ok(Outcome::Reply(Reply::empty(204)));
     }
     let Some(ticket) = app.poll_lane.try_enter() else {
-        // Every poll thread is holding a poll open: answering "no job now" is truthful, and
-        // the module simply polls again.
+        // The poll lane (threads and queue) is full: answering "no job now" is truthful,
+        // and the module simply polls again.
         return Ok(Outcome::Reply(Reply::empty(204)));
     };
     Ok(Outcome::Wait(Wait::Poll {
         runtime_id: runtime_id.to_string(),
         token: token.map(str::to_string),
-        deadline: req.received_at + app.poll_wait,
+        deadline: super::deadline(req.received_at, app.poll_wait),
         _ticket: ticket,
     }))
 }

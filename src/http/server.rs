@@ -20,7 +20,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -104,6 +104,30 @@ pub struct ServerOptions {
     pub lanes: Vec<Arc<LaneGate>>,
     /// Body cap in bytes (`--max-body`).
     pub max_body: u64,
+    /// Threads that read large or chunked bodies and write large answers.
+    pub io_threads: usize,
+    /// Read and write timeout of every accepted connection.
+    pub socket_timeout: Duration,
+}
+
+/// Bodies up to this size are read by tiny_http's connection thread before the request
+/// reaches us (tiny_http 0.12's rule); larger ones, chunked ones and `Expect: 100-continue`
+/// ones are still on the socket.
+const PREREAD_BODY_BYTES: usize = 1024;
+
+/// Answers larger than this are written by an I/O thread: a client that does not read could
+/// otherwise block a front worker once the socket buffer is full.
+const INLINE_REPLY_BYTES: usize = 64 * 1024;
+
+/// Requests that may wait for an I/O thread before 503.
+const IO_QUEUE: usize = 256;
+
+/// Work for the I/O lane: everything that may block on a slow client's socket.
+enum IoTask {
+    /// Read the body, then handle the request.
+    Serve(tiny_http::Request, Instant),
+    /// Write a large answer.
+    Write(tiny_http::Request, Reply, Instant),
 }
 
 type Parked<W> = (tiny_http::Request, W, Instant);
@@ -114,6 +138,7 @@ pub struct HttpServer {
     addr: SocketAddr,
     stopping: Arc<AtomicBool>,
     front: Vec<JoinHandle<()>>,
+    io: Vec<JoinHandle<()>>,
     lanes: Vec<JoinHandle<()>>,
 }
 
@@ -125,8 +150,10 @@ impl HttpServer {
         options: ServerOptions,
     ) -> std::io::Result<HttpServer> {
         let addr = listener.local_addr()?;
-        let server = tiny_http::Server::from_listener(listener, None)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let timeout = Some(options.socket_timeout);
+        let server =
+            tiny_http::Server::from_listener_with_timeouts(listener, None, timeout, timeout)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
         let server = Arc::new(server);
         let stopping = Arc::new(AtomicBool::new(false));
 
@@ -142,14 +169,29 @@ impl HttpServer {
                 })?);
             }
         }
+        let (io_tx, io_rx) = crossbeam_channel::bounded::<IoTask>(IO_QUEUE);
+        let mut io = Vec::new();
+        for n in 0..options.io_threads.max(1) {
+            let dispatch = Dispatch {
+                handler: handler.clone(),
+                lanes: senders.clone(),
+                io: None,
+                max_body: options.max_body,
+            };
+            let rx = io_rx.clone();
+            io.push(spawn(format!("io-{n}"), move || dispatch.run_io(rx))?);
+        }
         let mut front = Vec::new();
         for n in 0..options.front_threads.max(1) {
             let worker = FrontWorker {
                 server: server.clone(),
-                handler: handler.clone(),
-                lanes: senders.clone(),
                 stopping: stopping.clone(),
-                max_body: options.max_body,
+                dispatch: Dispatch {
+                    handler: handler.clone(),
+                    lanes: senders.clone(),
+                    io: Some(io_tx.clone()),
+                    max_body: options.max_body,
+                },
             };
             front.push(spawn(format!("front-{n}"), move || worker.run())?);
         }
@@ -158,6 +200,7 @@ impl HttpServer {
             addr,
             stopping,
             front,
+            io,
             lanes,
         })
     }
@@ -179,7 +222,11 @@ impl HttpServer {
         for handle in self.front {
             let _ = handle.join();
         }
-        // The front workers held the only lane senders: the lanes drain and exit.
+        // The front workers held the only I/O senders: the I/O threads drain and exit, and
+        // with them the last lane senders, so the lanes drain and exit too.
+        for handle in self.io {
+            let _ = handle.join();
+        }
         for handle in self.lanes {
             let _ = handle.join();
         }
@@ -193,16 +240,14 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> std::io::Result<Joi
 
 struct FrontWorker<H: Handler> {
     server: Arc<tiny_http::Server>,
-    handler: Arc<H>,
-    lanes: Vec<Sender<Parked<H::Wait>>>,
     stopping: Arc<AtomicBool>,
-    max_body: u64,
+    dispatch: Dispatch<H>,
 }
 
 impl<H: Handler> FrontWorker<H> {
     fn run(self) {
         loop {
-            let mut raw = match self.server.recv() {
+            let raw = match self.server.recv() {
                 Ok(raw) => raw,
                 Err(_) if self.stopping.load(Ordering::SeqCst) => return,
                 Err(e) => {
@@ -210,27 +255,84 @@ impl<H: Handler> FrontWorker<H> {
                     continue;
                 }
             };
-            let started = Instant::now();
-            let req = to_req(&mut raw, self.max_body);
-            let outcome = catch_unwind(AssertUnwindSafe(|| self.handler.handle(req)))
-                .unwrap_or_else(|panic| Outcome::Reply(panic_reply(panic)));
-            match outcome {
-                Outcome::Reply(reply) => respond(raw, reply, started),
-                Outcome::Wait(wait) => {
-                    // Cannot fail while the gate admitted `wait`: the channel holds
-                    // gate.capacity items and each admitted wait holds one ticket.
-                    if let Err(err) = self.lanes[H::lane(&wait)].try_send((raw, wait, started)) {
-                        let (raw, _, _) = err.into_inner();
-                        respond(
-                            raw,
-                            Error::Overloaded("a waiting lane is full".into()).into(),
-                            started,
-                        );
-                    }
+            self.dispatch.serve(raw, Instant::now());
+        }
+    }
+}
+
+/// How a request moves on: what front workers and I/O threads share.
+struct Dispatch<H: Handler> {
+    handler: Arc<H>,
+    lanes: Vec<Sender<Parked<H::Wait>>>,
+    /// `Some` on front workers, which must not block on a client's socket; `None` on the
+    /// I/O threads, which may.
+    io: Option<Sender<IoTask>>,
+    max_body: u64,
+}
+
+impl<H: Handler> Dispatch<H> {
+    /// Reads, handles and answers (or parks) one request.
+    fn serve(&self, mut raw: tiny_http::Request, started: Instant) {
+        if body_on_socket(&raw) {
+            if let Some(io) = &self.io {
+                return to_io(io, IoTask::Serve(raw, started));
+            }
+        }
+        let req = to_req(&mut raw, self.max_body);
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.handler.handle(req)))
+            .unwrap_or_else(|panic| Outcome::Reply(panic_reply(panic)));
+        match outcome {
+            Outcome::Reply(reply) => match &self.io {
+                Some(io) if reply.body.as_ref().len() > INLINE_REPLY_BYTES => {
+                    to_io(io, IoTask::Write(raw, reply, started))
+                }
+                _ => respond(raw, reply, started),
+            },
+            Outcome::Wait(wait) => {
+                // Cannot fail while the gate admitted `wait`: the channel holds
+                // gate.capacity items and each admitted wait holds one ticket.
+                if let Err(err) = self.lanes[H::lane(&wait)].try_send((raw, wait, started)) {
+                    let (raw, _, _) = err.into_inner();
+                    let reply = Error::Overloaded("a waiting lane is full".into()).into();
+                    respond(raw, reply, started);
                 }
             }
         }
     }
+
+    fn run_io(self, rx: Receiver<IoTask>) {
+        for task in rx {
+            match task {
+                IoTask::Serve(raw, started) => self.serve(raw, started),
+                IoTask::Write(raw, reply, started) => respond(raw, reply, started),
+            }
+        }
+    }
+}
+
+/// Hands slow socket work to the I/O lane; when it is full, a request gets 503 (nothing was
+/// done yet), and an answer is written here after all (it may carry a claimed job).
+fn to_io(io: &Sender<IoTask>, task: IoTask) {
+    match io.try_send(task).map_err(|e| e.into_inner()) {
+        Ok(()) => {}
+        Err(IoTask::Serve(raw, started)) => {
+            let reply = Error::Overloaded("all I/O threads are busy".into()).into();
+            respond(raw, reply, started);
+        }
+        Err(IoTask::Write(raw, reply, started)) => respond(raw, reply, started),
+    }
+}
+
+/// True when the body was not read ahead by tiny_http, so reading it may block.
+fn body_on_socket(raw: &tiny_http::Request) -> bool {
+    let has = |name: &str| {
+        raw.headers()
+            .iter()
+            .any(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+    };
+    has("Transfer-Encoding")
+        || has("Expect")
+        || raw.body_length().is_some_and(|n| n > PREREAD_BODY_BYTES)
 }
 
 fn lane_loop<H: Handler>(handler: &H, rx: Receiver<Parked<H::Wait>>) {
@@ -275,8 +377,13 @@ fn read_body(raw: &mut tiny_http::Request, max_body: u64) -> Body {
         // Not reading it keeps a huge upload from costing more than its headers.
         return Body::TooLarge(max_body);
     }
-    let mut buf = Vec::with_capacity(declared.unwrap_or(0) as usize);
-    match raw.as_reader().take(max_body + 1).read_to_end(&mut buf) {
+    // Capped: a declared length is only a claim until the bytes arrive.
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(1 << 20) as usize);
+    match raw
+        .as_reader()
+        .take(max_body.saturating_add(1))
+        .read_to_end(&mut buf)
+    {
         Err(e) => Body::Broken(e.to_string()),
         Ok(_) if buf.len() as u64 > max_body => Body::TooLarge(max_body),
         Ok(n) if declared.is_some_and(|want| (n as u64) < want) => {

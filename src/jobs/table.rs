@@ -7,8 +7,8 @@
 //! **Invariant:** `wait_timeout` and blocking channel receives appear only in this file. Each
 //! blocking fn documents who wakes it, its deadline, and what reset and shutdown do to it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
@@ -143,8 +143,29 @@ const REMEMBERED_EXPIRED: usize = 10_000;
 struct Job {
     view: JobView,
     auth_header: Option<Arc<str>>,
-    /// Created by the first waiter; notified and dropped when the job turns terminal.
-    waker: Option<Arc<Condvar>>,
+    /// Created by the first waiter; filled, notified and dropped when the job turns terminal.
+    waker: Option<Arc<Waiters>>,
+    /// Its key in `Ledger::running` while the job runs.
+    run_deadline: Option<Instant>,
+}
+
+/// The waiters of one job: they sleep on `wake` with the table lock, and `finish` leaves the
+/// terminal snapshot in `done` first, so a waiter gets its answer even if the job is evicted
+/// before it runs again.
+#[derive(Default)]
+struct Waiters {
+    wake: Condvar,
+    done: OnceLock<Box<JobView>>,
+}
+
+/// Jobs ordered for the two time limits; both are kept so expiry never scans the table.
+#[derive(Default)]
+struct Ledger {
+    /// Terminal jobs in the order they finished, with when: eviction pops the front, O(1).
+    finished: VecDeque<(JobId, Instant)>,
+    /// Running jobs by runtime deadline; `finish` removes its entry (O(log n)), so only
+    /// jobs still running are here.
+    running: BTreeSet<(Instant, JobId)>,
 }
 
 struct Inner {
@@ -152,12 +173,7 @@ struct Inner {
     jobs: HashMap<JobId, Box<Job>>,
     registry: Registry,
     shutting_down: bool,
-    /// Terminal jobs in the order they finished, with when: eviction pops the front, so it
-    /// costs O(1) per job and never scans the table.
-    finished: VecDeque<(JobId, Instant)>,
-    /// Claimed jobs in dispatch order with their runtime deadline (monotonic, as the limit
-    /// is one constant): the expiry sweep pops the front.
-    running: VecDeque<(JobId, Instant)>,
+    ledger: Ledger,
     /// The last evicted ids (bounded), for a 404 that says the job expired.
     expired: VecDeque<JobId>,
     expired_set: HashSet<JobId>,
@@ -176,8 +192,7 @@ impl JobTable {
                 jobs: HashMap::new(),
                 registry: Registry::default(),
                 shutting_down: false,
-                finished: VecDeque::new(),
-                running: VecDeque::new(),
+                ledger: Ledger::default(),
                 expired: VecDeque::new(),
                 expired_set: HashSet::new(),
             }),
@@ -242,6 +257,8 @@ impl JobTable {
 
     /// Creates a queued job and hands its id to the runtime's channel.
     pub fn enqueue(&self, req: EnqueueRequest) -> Result<JobId, Error> {
+        // Minted before locking: it may read /dev/urandom.
+        let id = JobId::random();
         let mut inner = self.lock();
         if inner.shutting_down {
             return Err(Error::Overloaded("the emulator is shutting down".into()));
@@ -277,7 +294,6 @@ impl JobTable {
         let Some(sender) = runtime.sender() else {
             return Err(Error::Overloaded("the emulator is shutting down".into()));
         };
-        let id = JobId::random();
         // The registry holds the receiver, so the channel cannot be disconnected here; and an
         // unbounded send never blocks, so sending under the lock is allowed.
         if sender.send(id.clone()).is_err() {
@@ -303,6 +319,7 @@ impl JobTable {
             view,
             auth_header: req.auth_header.map(Arc::from),
             waker: None,
+            run_deadline: None,
         };
         inner.jobs.insert(id.clone(), Box::new(job));
         Ok(id)
@@ -374,7 +391,7 @@ impl JobTable {
         }
         job.view.result = Some(Arc::from(body));
         job.view.result_content_type = content_type;
-        finish(job, JobState::Succeeded, None, &mut inner.finished);
+        finish(job, JobState::Succeeded, None, &mut inner.ledger);
         inner.evict(&self.limits, Instant::now());
         Ok(())
     }
@@ -395,7 +412,7 @@ impl JobTable {
                 if job.view.state.is_terminal() {
                     return Err(Error::Conflict(job_id.clone()));
                 }
-                finish(job, JobState::Failed, Some(message), &mut inner.finished);
+                finish(job, JobState::Failed, Some(message), &mut inner.ledger);
                 inner.evict(&self.limits, Instant::now());
                 Ok(())
             }
@@ -421,10 +438,7 @@ impl JobTable {
     ) -> Result<(), Error> {
         let mut inner = self.lock();
         let runtime = inner.authorized(runtime_id, token)?;
-        for (name, schema) in schemas {
-            runtime.put_schema(name, schema);
-        }
-        Ok(())
+        runtime.put_schemas(schemas)
     }
 
     /// A snapshot of one job; a 404 that says so when the job expired.
@@ -443,20 +457,21 @@ impl JobTable {
         let now = Instant::now();
         let mut guard = self.lock();
         let inner = &mut *guard;
-        while let Some((_, deadline)) = inner.running.front() {
-            if *deadline > now {
+        while let Some((deadline, id)) = inner.ledger.running.first().cloned() {
+            if deadline > now {
                 break;
             }
-            let Some((id, _)) = inner.running.pop_front() else {
-                break;
-            };
-            if let Some(job) = inner.jobs.get_mut(&id) {
-                if job.view.state == JobState::Running {
+            match inner.jobs.get_mut(&id) {
+                Some(job) => {
                     let message = format!(
                         "the compute module posted no result within {}s (--max-job-runtime)",
                         self.limits.max_job_runtime.as_secs_f64()
                     );
-                    finish(job, JobState::Failed, Some(message), &mut inner.finished);
+                    // Removes the entry from `running`.
+                    finish(job, JobState::Failed, Some(message), &mut inner.ledger);
+                }
+                None => {
+                    inner.ledger.running.remove(&(deadline, id));
                 }
             }
         }
@@ -474,7 +489,7 @@ impl JobTable {
     /// Holds no lock on return.
     pub fn wait_terminal(&self, id: &JobId, deadline: Instant) -> WaitOutcome {
         let mut inner = self.lock();
-        loop {
+        let waiters = {
             let shutting_down = inner.shutting_down;
             let Some(job) = inner.jobs.get_mut(id) else {
                 return WaitOutcome::Gone;
@@ -485,12 +500,22 @@ impl JobTable {
             if shutting_down {
                 return WaitOutcome::ShuttingDown;
             }
+            job.waker.get_or_insert_with(Default::default).clone()
+        };
+        loop {
+            // `finish` fills `done` before it notifies: no lookup needed, none can miss.
+            if let Some(view) = waiters.done.get() {
+                return WaitOutcome::Finished(view.clone());
+            }
+            if inner.shutting_down {
+                return WaitOutcome::ShuttingDown;
+            }
             let now = Instant::now();
             if now >= deadline {
                 return WaitOutcome::TimedOut;
             }
-            let waker = job.waker.get_or_insert_with(Default::default).clone();
-            inner = waker
+            inner = waiters
+                .wake
                 .wait_timeout(inner, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
@@ -536,7 +561,7 @@ impl JobTable {
         for job in inner.jobs.values_mut() {
             if !job.view.state.is_terminal() {
                 let message = Some(SHUTDOWN_MESSAGE.to_string());
-                finish(job, JobState::Failed, message, &mut inner.finished);
+                finish(job, JobState::Failed, message, &mut inner.ledger);
             }
         }
         for runtime in inner.registry.runtimes.values_mut() {
@@ -582,8 +607,11 @@ impl Inner {
         }
         job.view.state = JobState::Running;
         job.view.dispatched_at = Some(now_millis());
-        self.running
-            .push_back((id.clone(), Instant::now() + limits.max_job_runtime));
+        // A limit too large for an Instant means "never": no entry.
+        if let Some(deadline) = Instant::now().checked_add(limits.max_job_runtime) {
+            job.run_deadline = Some(deadline);
+            self.ledger.running.insert((deadline, id.clone()));
+        }
         Some(Dispatched {
             job_id: id.clone(),
             query_type: job.view.query_type.clone(),
@@ -607,7 +635,7 @@ impl Inner {
                     job,
                     JobState::Failed,
                     Some(message.to_string()),
-                    &mut self.finished,
+                    &mut self.ledger,
                 );
                 failed.push(job.view.id.clone());
             }
@@ -618,12 +646,15 @@ impl Inner {
 
     /// Drops terminal jobs beyond `max_retained_jobs` or older than `job_ttl`, oldest first.
     fn evict(&mut self, limits: &Limits, now: Instant) {
-        while let Some((_, finished_at)) = self.finished.front() {
-            let over = self.finished.len() > limits.max_retained_jobs;
-            if !over && *finished_at + limits.job_ttl > now {
+        while let Some((_, finished_at)) = self.ledger.finished.front() {
+            let over = self.ledger.finished.len() > limits.max_retained_jobs;
+            let expired = finished_at
+                .checked_add(limits.job_ttl)
+                .is_some_and(|end| end <= now);
+            if !over && !expired {
                 break;
             }
-            let Some((id, _)) = self.finished.pop_front() else {
+            let Some((id, _)) = self.ledger.finished.pop_front() else {
                 break;
             };
             self.jobs.remove(&id);
@@ -666,23 +697,24 @@ impl Inner {
 
 /// The one place a job turns terminal: sets the state, stamps the time, queues the job for
 /// eviction, and wakes its waiters.
-fn finish(
-    job: &mut Job,
-    state: JobState,
-    message: Option<String>,
-    finished: &mut VecDeque<(JobId, Instant)>,
-) {
+fn finish(job: &mut Job, state: JobState, message: Option<String>, ledger: &mut Ledger) {
     debug_assert!(state.is_terminal());
     job.view.state = state;
     job.view.finished_at = Some(now_millis());
     // The credential was only needed for the envelope; a finished job does not keep it.
     job.auth_header = None;
-    finished.push_back((job.view.id.clone(), Instant::now()));
     if state == JobState::Failed {
         job.view.error_message = Some(message.unwrap_or_else(|| DEFAULT_FAILURE.to_string()));
     }
-    if let Some(waker) = job.waker.take() {
-        waker.notify_all();
+    if let Some(deadline) = job.run_deadline.take() {
+        ledger.running.remove(&(deadline, job.view.id.clone()));
+    }
+    ledger
+        .finished
+        .push_back((job.view.id.clone(), Instant::now()));
+    if let Some(waiters) = job.waker.take() {
+        let _ = waiters.done.set(Box::new(job.view.clone()));
+        waiters.wake.notify_all();
     }
 }
 
@@ -756,6 +788,47 @@ mod tests {
         assert_eq!(table.job(&queued).unwrap().state, JobState::Queued);
         assert_eq!(table.job(&running).unwrap().state, JobState::Running);
         assert!(table.job(&finished).is_err());
+    }
+
+    #[test]
+    fn a_waiter_gets_its_result_even_when_the_job_is_evicted_at_once() {
+        let (table, token) = table(Limits {
+            max_retained_jobs: 0,
+            ..Limits::default()
+        });
+        let table = Arc::new(table);
+        let id = enqueue(&table).unwrap();
+        let (started_tx, started_rx) = crossbeam_channel::bounded(1);
+        let waiter = {
+            let (table, id) = (table.clone(), id.clone());
+            std::thread::spawn(move || {
+                let _ = started_tx.send(());
+                table.wait_terminal(&id, Instant::now() + Duration::from_secs(30))
+            })
+        };
+        started_rx.recv().unwrap();
+        let _ = table.try_take("rt", Some(&token)).unwrap().job.unwrap();
+        // Wait until the waiter sleeps on the job, so the eviction races it for real.
+        while table.lock().jobs[&id].waker.is_none() {
+            std::thread::yield_now();
+        }
+        table
+            .complete("rt", Some(&token), &id, b"kept".to_vec(), None)
+            .unwrap();
+        assert!(table.job(&id).is_err(), "evicted at once by the limit of 0");
+        match waiter.join().unwrap() {
+            WaitOutcome::Finished(view) => assert_eq!(view.result.as_deref(), Some(&b"kept"[..])),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_running_ledger_forgets_finished_jobs() {
+        let (table, token) = table(Limits::default());
+        for _ in 0..3 {
+            run_one(&table, &token);
+        }
+        assert!(table.lock().ledger.running.is_empty());
     }
 
     #[test]

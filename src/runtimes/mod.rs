@@ -16,7 +16,11 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::auth::Secret;
+use crate::error::Error;
 use crate::jobs::JobId;
+
+/// Function schemas one runtime may hold; a real module has tens.
+pub const MAX_SCHEMAS: usize = 10_000;
 
 /// One compute-module session.
 #[derive(Debug)]
@@ -26,6 +30,8 @@ pub struct Runtime {
     pub token: Secret,
     /// Function name → schema JSON, in the order first posted; a repost replaces in place.
     pub schemas: Vec<(String, serde_json::Value)>,
+    /// Position of each name in `schemas`, so storing n schemas costs O(n), not O(n²).
+    schema_index: HashMap<String, usize>,
     /// Set by the first poll of this session.
     pub connected: bool,
     pub last_poll_at: Option<u64>,
@@ -52,6 +58,7 @@ impl Runtime {
             display_name,
             token,
             schemas: Vec::new(),
+            schema_index: HashMap::new(),
             connected: false,
             last_poll_at: None,
             created_at: now,
@@ -67,6 +74,7 @@ impl Runtime {
         self.display_name = display_name.or(self.display_name.take());
         self.token = token;
         self.schemas.clear();
+        self.schema_index.clear();
         self.connected = false;
         self.last_poll_at = None;
         self.created_at = now;
@@ -94,12 +102,30 @@ impl Runtime {
         self.queue.0 = None;
     }
 
-    /// Stores a schema under `name`, replacing one of the same name.
-    pub fn put_schema(&mut self, name: String, schema: serde_json::Value) {
-        match self.schemas.iter_mut().find(|(n, _)| *n == name) {
-            Some(slot) => slot.1 = schema,
-            None => self.schemas.push((name, schema)),
+    /// Stores schemas by name, each replacing one of the same name; refuses (storing
+    /// nothing) a post that would hold more than [`MAX_SCHEMAS`] functions.
+    pub fn put_schemas(&mut self, schemas: Vec<(String, serde_json::Value)>) -> Result<(), Error> {
+        let new = schemas
+            .iter()
+            .filter(|(name, _)| !self.schema_index.contains_key(name))
+            .map(|(name, _)| name)
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        if self.schemas.len() + new > MAX_SCHEMAS {
+            return Err(Error::InvalidRequest(format!(
+                "A runtime holds at most {MAX_SCHEMAS} function schemas."
+            )));
         }
+        for (name, schema) in schemas {
+            match self.schema_index.get(&name) {
+                Some(&at) => self.schemas[at].1 = schema,
+                None => {
+                    self.schema_index.insert(name.clone(), self.schemas.len());
+                    self.schemas.push((name, schema));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,9 +1,9 @@
-//! Waiting for SIGTERM or SIGINT, so `serve` stops gracefully: open jobs fail with a message,
-//! waiting clients get their answer, exec commands are killed and the TLS CA file is removed.
+//! What std cannot do, through libc; the only `unsafe` in the crate lives here.
 //!
-//! std has no signal API, so this is the classic self-pipe: the handler (async-signal-safe)
-//! writes one byte to a pipe, and the main thread blocks reading it. The only `unsafe` in the
-//! crate lives here, in three libc calls and one file-descriptor adoption.
+//! [`wait_for_termination`] blocks until SIGTERM or SIGINT, so `serve` stops gracefully
+//! (open jobs fail with a message, waiting clients get their answer, exec commands are
+//! killed, the TLS CA file is removed). It is the classic self-pipe: the handler
+//! (async-signal-safe) writes one byte to a pipe, and the main thread blocks reading it.
 
 use std::fs::File;
 use std::io::Read;
