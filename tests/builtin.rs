@@ -594,3 +594,44 @@ fn shutdown_kills_a_running_exec_command() {
         "shutdown did not return while an exec command was running"
     );
 }
+
+#[test]
+fn exec_timeout_holds_even_when_a_background_child_keeps_stdout_open() {
+    // The shell exits at once, but its background child holds stdout for 60 s: only a
+    // deadline on the pipes too (and the group kill) ends the job before the 25 s execute
+    // timeout, as a 500 job_failed rather than a 504.
+    let spec = Builtin::Exec(ExecSpec {
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo started; sleep 60 & echo bye >&2".into(),
+        ],
+        concurrency: 1,
+        timeout: Duration::from_millis(500),
+    });
+    let server = server_with(EXEC_RID, spec);
+    let app = patient_app(&server);
+    let description = job_failed_description(&app.execute(&exec_body(EXEC_RID, "x", json!({}))));
+    assert_contains(&description, "timed out", "background child");
+    assert_contains(&description, "killed", "background child");
+}
+
+#[test]
+fn exec_stdout_over_the_limit_fails_the_job_with_a_sentence() {
+    let spec = Builtin::Exec(ExecSpec {
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "head -c 67108865 /dev/zero".into(),
+        ],
+        concurrency: 1,
+        timeout: Duration::from_secs(20),
+    });
+    let server = server_with(EXEC_RID, spec);
+    let app = patient_app(&server);
+    let description = job_failed_description(&app.execute(&exec_body(EXEC_RID, "x", json!({}))));
+    assert_eq!(
+        description,
+        "exec runtime command wrote more than 67108864 bytes to stdout"
+    );
+}

@@ -159,59 +159,122 @@ fn run_exec(spec: &ExecSpec, job: &Dispatched, table: &JobTable) -> Result<Vec<u
             let _ = stdin.write_all(query.as_bytes());
         }
     });
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    let stdout = drain(child.stdout.take(), Keep::Head(MAX_STDOUT));
+    let stderr = drain(child.stderr.take(), Keep::Tail(STDERR_TAIL));
+    let (done_tx, done) = crossbeam_channel::bounded(1);
     std::thread::spawn(move || {
         let _ = done_tx.send(child.wait());
     });
 
+    // One deadline for the exit *and* both pipes: a background grandchild that keeps stdout
+    // open must not stretch the job past its timeout.
     let deadline = Instant::now() + spec.timeout;
-    let status = loop {
-        let step = deadline
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(200));
-        match done_rx.recv_timeout(step) {
-            Ok(status) => break Some(status),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break None,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                if Instant::now() >= deadline || table.is_shutting_down() {
-                    kill_group(pid);
-                    // Bounded, in case `kill` is missing on this system: then we give up on
-                    // the command rather than block this runtime thread forever.
-                    let _ = done_rx.recv_timeout(Duration::from_secs(10));
-                    break None;
-                }
-            }
-        }
+    let finished = (|| {
+        let status = recv_until(&done, deadline, table)?;
+        let out = recv_until(&stdout, deadline, table)?;
+        let err = recv_until(&stderr, deadline, table)?;
+        Some((status, out, err))
+    })();
+    let Some((status, (out, out_overflow), (err, _))) = finished else {
+        kill_group(pid);
+        // The group is dead, so the pipes close; bounded in case `kill` is missing here.
+        let grace = Instant::now() + Duration::from_secs(10);
+        let err = recv_until(&stderr, grace, table)
+            .map(|(err, _)| err)
+            .unwrap_or_default();
+        return Err(format!(
+            "exec runtime command timed out after {}s and was killed{}",
+            spec.timeout.as_secs_f64(),
+            stderr_suffix(&err)
+        ));
     };
-    let out = stdout.join().unwrap_or_default();
-    let err = tail(&stderr.join().unwrap_or_default());
-    // ": <stderr tail>" only when the command wrote something to stderr.
-    let err = if err.is_empty() {
-        String::new()
-    } else {
-        format!(": {err}")
-    };
+    let err = stderr_suffix(&err);
     match status {
-        Some(Ok(status)) if status.success() => Ok(out),
-        Some(Ok(status)) => Err(format!("exec runtime command {}{err}", describe(status))),
-        Some(Err(e)) => Err(format!("exec runtime could not wait for its command: {e}")),
-        None => Err(format!(
-            "exec runtime command timed out after {}s and was killed{err}",
-            spec.timeout.as_secs_f64()
+        Ok(status) if status.success() && out_overflow => Err(format!(
+            "exec runtime command wrote more than {MAX_STDOUT} bytes to stdout{err}"
         )),
+        Ok(status) if status.success() => Ok(out),
+        Ok(status) => Err(format!("exec runtime command {}{err}", describe(status))),
+        Err(e) => Err(format!("exec runtime could not wait for its command: {e}")),
     }
 }
 
-fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut buf);
+/// The largest result an exec command may write, as `--max-body` by default.
+const MAX_STDOUT: usize = 64 * 1024 * 1024;
+
+/// Receives before `deadline`; `None` on the deadline, on shutdown, or if the sender died.
+fn recv_until<T>(
+    rx: &crossbeam_channel::Receiver<T>,
+    deadline: Instant,
+    table: &JobTable,
+) -> Option<T> {
+    loop {
+        // Short steps, to notice shutdown; the deadline itself is exact.
+        let step = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(200));
+        match rx.recv_timeout(step) {
+            Ok(value) => return Some(value),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if Instant::now() >= deadline || table.is_shutting_down() {
+                    return None;
+                }
+            }
         }
-        buf
-    })
+    }
+}
+
+/// What a pipe reader keeps: the first or the last bytes, up to a limit.
+#[derive(Clone, Copy)]
+enum Keep {
+    Head(usize),
+    Tail(usize),
+}
+
+/// Reads a pipe to its end on its own thread (so the command never blocks on a full pipe),
+/// keeping at most the limit; sends (bytes, whether any were dropped).
+fn drain(
+    pipe: Option<impl Read + Send + 'static>,
+    keep: Keep,
+) -> crossbeam_channel::Receiver<(Vec<u8>, bool)> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let (mut kept, mut dropped) = (Vec::new(), false);
+        let mut chunk = [0u8; 8192];
+        if let Some(mut pipe) = pipe {
+            loop {
+                let n = match pipe.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                kept.extend_from_slice(&chunk[..n]);
+                match keep {
+                    Keep::Head(limit) if kept.len() > limit => {
+                        kept.truncate(limit);
+                        dropped = true;
+                    }
+                    Keep::Tail(limit) if kept.len() > 2 * limit => {
+                        kept.drain(..kept.len() - limit);
+                        dropped = true;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let _ = tx.send((kept, dropped));
+    });
+    rx
+}
+
+/// `": <last stderr lines>"`, or nothing when the command wrote nothing to stderr.
+fn stderr_suffix(stderr: &[u8]) -> String {
+    let err = tail(stderr);
+    if err.is_empty() {
+        String::new()
+    } else {
+        format!(": {err}")
+    }
 }
 
 fn tail(stderr: &[u8]) -> String {
