@@ -56,7 +56,7 @@ pub struct ServeArgs {
     /// threads in each waiting lane, one for sync executes and one for long polls (default 64)
     #[argh(option, default = "64")]
     wait_threads: usize,
-    /// sync executes that may queue for a waiting thread before 503 (default 1024)
+    /// executes (and polls) that may queue for a waiting thread before 503 (204 for a poll) (default 1024)
     #[argh(option, default = "1024")]
     wait_queue: usize,
     /// seconds a sync execute waits for its job before 504 (default 30)

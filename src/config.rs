@@ -23,7 +23,8 @@ pub struct Config {
     pub threads: usize,
     /// Threads in each waiting lane (sync executes; long polls). Default 64.
     pub wait_threads: usize,
-    /// Sync executes admitted beyond `wait_threads` that queue for a thread. Default 1024.
+    /// Sync executes (and long polls) admitted beyond `wait_threads` that queue for a thread.
+    /// Default 1024.
     pub wait_queue: usize,
     /// How long a sync execute waits for its job. Default 30 s.
     pub execute_timeout: Duration,
