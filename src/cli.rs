@@ -80,6 +80,9 @@ pub struct ServeArgs {
     /// finished jobs kept for status and result; the oldest go first (default 100000)
     #[argh(option, default = "100_000")]
     max_retained_jobs: usize,
+    /// query and result bytes of finished jobs kept; the oldest go first (default 268435456, 256 MiB)
+    #[argh(option, default = "256 * 1024 * 1024")]
+    max_retained_bytes: u64,
     /// seconds a finished job is kept (default 3600)
     #[argh(option, default = "Duration::from_secs(3600)", from_str_fn(parse_secs))]
     job_ttl: Duration,
@@ -201,6 +204,7 @@ impl ServeArgs {
             tokens: self.token,
             max_queued: self.max_queued,
             max_retained_jobs: self.max_retained_jobs,
+            max_retained_bytes: self.max_retained_bytes,
             job_ttl: self.job_ttl,
             max_job_runtime: self.max_job_runtime,
             io_threads: self.io_threads,

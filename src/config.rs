@@ -38,6 +38,8 @@ pub struct Config {
     pub max_queued: usize,
     /// Finished jobs kept for status and result; the oldest go first. Default 100,000.
     pub max_retained_jobs: usize,
+    /// Query and result bytes of finished jobs kept; the oldest go first. Default 256 MiB.
+    pub max_retained_bytes: u64,
     /// How long a finished job is kept. Default 1 h.
     pub job_ttl: Duration,
     /// A running job with no result after this fails, so no client polls forever. Default 15 min.
@@ -81,6 +83,7 @@ impl Default for Config {
             tokens: Vec::new(),
             max_queued: 10_000,
             max_retained_jobs: 100_000,
+            max_retained_bytes: 256 * 1024 * 1024,
             job_ttl: Duration::from_secs(3600),
             max_job_runtime: Duration::from_secs(15 * 60),
             io_threads: 16,

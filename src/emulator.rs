@@ -45,6 +45,7 @@ impl Emulator {
         let table = Arc::new(JobTable::new(Limits {
             max_queued: config.max_queued,
             max_retained_jobs: config.max_retained_jobs,
+            max_retained_bytes: config.max_retained_bytes,
             job_ttl: config.job_ttl,
             max_job_runtime: config.max_job_runtime,
         }));
@@ -235,7 +236,7 @@ impl Running {
         self.table.enqueue(EnqueueRequest {
             target: Target::Runtime(runtime_id.to_string()),
             query_type: query_type.to_string(),
-            query: query.to_string(),
+            query: Arc::from(query.to_string()),
             source: JobSource::RuntimeDirect,
             auth_header: None,
         })

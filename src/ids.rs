@@ -28,7 +28,8 @@ pub fn random_id(prefix: &str) -> String {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-fn random_bytes() -> [u8; RANDOM_BYTES] {
+/// 16 random bytes.
+pub fn random_bytes() -> [u8; RANDOM_BYTES] {
     let mut pool = POOL.lock().unwrap_or_else(|poison| poison.into_inner());
     if pool.len() < RANDOM_BYTES {
         refill(&mut pool);
@@ -38,6 +39,20 @@ fn random_bytes() -> [u8; RANDOM_BYTES] {
     out.copy_from_slice(&pool[at..]);
     pool.truncate(at);
     out
+}
+
+/// Reads exactly 32 lowercase hex characters (what [`random_id`] writes) back into bytes.
+pub fn parse_hex16(text: &str) -> Option<[u8; RANDOM_BYTES]> {
+    let digits = text.as_bytes();
+    if digits.len() != 2 * RANDOM_BYTES {
+        return None;
+    }
+    let nibble = |c: u8| HEX.iter().position(|&h| h == c).map(|n| n as u8);
+    let mut out = [0u8; RANDOM_BYTES];
+    for (i, pair) in digits.chunks(2).enumerate() {
+        out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
 }
 
 fn refill(pool: &mut Vec<u8>) {
@@ -62,5 +77,22 @@ mod tests {
         assert_eq!(a.len(), "foundry_job_".len() + 32);
         assert!(a["foundry_job_".len()..].bytes().all(|c| HEX.contains(&c)));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn hex_round_trips_and_rejects_other_text() {
+        let id = random_id("");
+        let bytes = parse_hex16(&id).unwrap();
+        let again: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(again, id);
+        for bad in [
+            "",
+            "abc",
+            &id.to_uppercase(),
+            &format!("{}g", &id[..31]),
+            &format!("{id}0"),
+        ] {
+            assert_eq!(parse_hex16(bad), None, "{bad:?}");
+        }
     }
 }

@@ -554,7 +554,7 @@ fn runtime_direct_jobs_are_inspectable_and_carry_no_auth_header() {
         .enqueue_direct("rt", "direct", &json!({"k": [1, 2]}))
         .expect("enqueue_direct");
     let want = json!({"type": "computeModuleJobV1", "computeModuleJobV1": {
-        "jobId": id.as_str(),
+        "jobId": id.to_string(),
         "queryType": "direct",
         "query": {"k": [1, 2]},
         "temporaryCredentialsAuthToken": null,
@@ -562,12 +562,12 @@ fn runtime_direct_jobs_are_inspectable_and_carry_no_auth_header() {
         "userId": null,
     }});
     assert_json(&rt.next_job(), &want, "direct envelope");
-    rt.complete(id.as_str(), b"{}");
-    let job = rt.inspect_json(id.as_str())["job"].clone();
+    rt.complete(&id.to_string(), b"{}");
+    let job = rt.inspect_json(&id.to_string())["job"].clone();
     assert_eq!(job["source"], json!("runtime-direct"));
     assert_eq!(job["deployed_app_rid"], Value::Null);
     assert_eq!(job["branch"], Value::Null);
-    assert_octets(&server.app().result_by_id(id.as_str()), b"{}");
+    assert_octets(&server.app().result_by_id(&id.to_string()), b"{}");
     let err = server
         .running()
         .enqueue_direct("no-such-runtime", "direct", &json!({}))

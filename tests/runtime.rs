@@ -748,7 +748,7 @@ fn jobs_are_handed_out_in_fifo_order() {
         assert_eq!(envelope_job_id(&envelope), *id);
         assert_eq!(envelope["computeModuleJobV1"]["query"], json!({ "n": n }));
     }
-    assert_eq!(rt.next_job_id(), direct.as_str());
+    assert_eq!(rt.next_job_id(), direct.to_string());
 }
 
 #[test]

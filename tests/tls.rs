@@ -485,7 +485,7 @@ fn a_chunked_result_posted_over_tls_arrives_intact() {
     );
     assert_eq!(poll.status, 200);
     let envelope = poll.json();
-    assert_eq!(envelope["computeModuleJobV1"]["jobId"], job_id.as_str());
+    assert_eq!(envelope["computeModuleJobV1"]["jobId"], job_id.to_string());
     assert_eq!(envelope["computeModuleJobV1"]["query"], json!({"n": 1}));
 
     // 200 KiB of text in chunks of uneven sizes, some larger than a TLS record.
@@ -495,7 +495,7 @@ fn a_chunked_result_posted_over_tls_arrives_intact() {
     let head = format!(
         "POST {RUNTIMES}/rt/results/{} HTTP/1.1\r\nHost: localhost\r\nModule-Auth-Token: {token}\r\n\
          Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
-        job_id.as_str()
+        job_id
     );
     let mut chunked = Vec::new();
     let mut rest = &body[..];
@@ -519,7 +519,7 @@ fn a_chunked_result_posted_over_tls_arrives_intact() {
         String::from_utf8_lossy(&posted.body)
     );
 
-    let inspected = https.get(&format!("{RUNTIMES}/rt/jobs/{}", job_id.as_str()));
+    let inspected = https.get(&format!("{RUNTIMES}/rt/jobs/{}", job_id));
     assert_eq!(inspected.status, 200);
     let job = &inspected.json()["job"];
     assert_eq!(job["status"], "succeeded");

@@ -117,8 +117,7 @@ pub fn restart(app: &App, req: Req, runtime_id: &str) -> Result<Reply, Error> {
             failed.len()
         );
     }
-    let ids: Vec<&str> = failed.iter().map(JobId::as_str).collect();
-    Ok(Reply::json(200, &ids))
+    Ok(Reply::json(200, &failed))
 }
 
 /// `GET /runtimes/:id/jobs/:jobId`: inspection, no token needed.

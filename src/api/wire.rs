@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -20,18 +21,21 @@ pub struct Fields<'a>(HashMap<Cow<'a, str>, &'a RawValue>);
 impl<'a> Fields<'a> {
     /// Parses a request body that must be a JSON object.
     pub fn parse(body: &'a [u8]) -> Result<Fields<'a>, Error> {
-        let value: &RawValue = serde_json::from_slice(body).map_err(|e| {
-            Error::InvalidRequest(format!("The request body is not valid JSON: {e}."))
-        })?;
-        if !value.get().starts_with('{') {
-            return Err(Error::InvalidRequest(
-                "The request body must be a JSON object.".into(),
-            ));
-        }
-        let map = serde_json::from_str(value.get()).map_err(|e| {
-            Error::InvalidRequest(format!("The request body is not a valid JSON object: {e}."))
-        })?;
-        Ok(Fields(map))
+        // One pass on the happy path (a 1 MiB query is scanned once); the failure path
+        // parses again only to say precisely what is wrong.
+        serde_json::from_slice(body).map(Fields).map_err(|map_err| {
+            match serde_json::from_slice::<&RawValue>(body) {
+                Err(e) => {
+                    Error::InvalidRequest(format!("The request body is not valid JSON: {e}."))
+                }
+                Ok(value) if !value.get().starts_with('{') => {
+                    Error::InvalidRequest("The request body must be a JSON object.".into())
+                }
+                Ok(_) => Error::InvalidRequest(format!(
+                    "The request body is not a valid JSON object: {map_err}."
+                )),
+            }
+        })
     }
 
     /// The raw JSON text of a field, if present.
@@ -67,8 +71,8 @@ pub struct ExecuteBody {
     pub deployed_app_rid: String,
     pub deployed_app_branch: Option<String>,
     pub query_type: String,
-    /// JSON text, `{}` when absent.
-    pub query: String,
+    /// JSON text, `{}` when absent: copied once, straight out of the body.
+    pub query: Arc<str>,
 }
 
 impl ExecuteBody {
@@ -83,7 +87,7 @@ impl ExecuteBody {
             query_type: fields.required_str("queryType")?,
             query: fields
                 .raw("query")
-                .map_or_else(|| "{}".to_string(), |q| q.get().to_string()),
+                .map_or_else(|| Arc::from("{}"), |q| Arc::from(q.get())),
         })
     }
 }
@@ -121,14 +125,14 @@ pub fn job_handle(id: &JobId) -> String {
     struct Handle<'a> {
         #[serde(rename = "type")]
         kind: &'static str,
-        job_id: &'a str,
+        job_id: &'a JobId,
         node_id: Option<()>,
         module_id: Option<()>,
         persist_job_result: Option<()>,
     }
     let handle = Handle {
         kind: "v1",
-        job_id: id.as_str(),
+        job_id: id,
         node_id: None,
         module_id: None,
         persist_job_result: None,
@@ -140,7 +144,7 @@ pub fn job_handle(id: &JobId) -> String {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Submitted<'a> {
-    id: &'a str,
+    id: &'a JobId,
     node_id: Option<()>,
     module_id: Option<()>,
     job_handle: String,
@@ -150,7 +154,7 @@ pub struct Submitted<'a> {
 
 pub fn submitted(id: &JobId) -> Submitted<'_> {
     Submitted {
-        id: id.as_str(),
+        id,
         node_id: None,
         module_id: None,
         job_handle: job_handle(id),
@@ -255,34 +259,14 @@ fn progress(job: &JobView) -> Progress {
     }
 }
 
-/// The job envelope a poll returns.
-#[derive(Serialize)]
-pub struct Envelope<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(rename = "computeModuleJobV1")]
-    job: EnvelopeJob<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EnvelopeJob<'a> {
-    job_id: &'a str,
-    query_type: &'a str,
-    query: &'a RawValue,
-    temporary_credentials_auth_token: Option<&'a str>,
-    auth_header: Option<&'a str>,
-    user_id: Option<&'a str>,
-}
-
 /// The `userId` of every Contour-submitted job: the emulator has no user directory.
 pub const EMULATOR_USER_ID: &str = "foundry-emulator-user";
 
-/// Serializes the envelope of a dispatched job.
+/// Serializes the envelope of a dispatched job:
+/// `{"type":"computeModuleJobV1","computeModuleJobV1":{"jobId","queryType","query",
+/// "temporaryCredentialsAuthToken","authHeader","userId"}}`. The stored query (validated at
+/// submit) is spliced in as is, so a large query is copied once and never parsed again.
 pub fn envelope(job: &Dispatched) -> Result<Vec<u8>, Error> {
-    // The query was validated as JSON when the job was submitted.
-    let query: &RawValue = serde_json::from_str(&job.query)
-        .map_err(|e| Error::Internal(format!("stored query is not JSON: {e}")))?;
     // Foundry hands a module the caller's credentials; the emulator's caller is whoever
     // held the bearer token, so the token doubles as the temporary credential.
     let bearer = job
@@ -290,18 +274,34 @@ pub fn envelope(job: &Dispatched) -> Result<Vec<u8>, Error> {
         .as_deref()
         .and_then(|h| h.trim().split_once(' '))
         .map(|(_, token)| token.trim());
-    let envelope = Envelope {
-        kind: "computeModuleJobV1",
-        job: EnvelopeJob {
-            job_id: job.job_id.as_str(),
-            query_type: &job.query_type,
-            query,
-            temporary_credentials_auth_token: bearer,
-            auth_header: job.auth_header.as_deref(),
-            user_id: bearer.map(|_| EMULATOR_USER_ID),
-        },
-    };
-    serde_json::to_vec(&envelope).map_err(|e| Error::Internal(e.to_string()))
+    let user = bearer.map(|_| EMULATOR_USER_ID);
+    let mut out = Vec::with_capacity(job.query.len() + 256);
+    out.extend_from_slice(br#"{"type":"computeModuleJobV1","computeModuleJobV1":{"jobId":"#);
+    push_json(&mut out, &job.job_id)?;
+    out.extend_from_slice(br#","queryType":"#);
+    push_json(&mut out, &*job.query_type)?;
+    out.extend_from_slice(br#","query":"#);
+    out.extend_from_slice(job.query.as_bytes());
+    out.extend_from_slice(br#","temporaryCredentialsAuthToken":"#);
+    push_json(&mut out, &bearer)?;
+    out.extend_from_slice(br#","authHeader":"#);
+    push_json(&mut out, &job.auth_header.as_deref())?;
+    out.extend_from_slice(br#","userId":"#);
+    push_json(&mut out, &user)?;
+    out.extend_from_slice(b"}}");
+    Ok(out)
+}
+
+/// A job id is its text on the wire.
+impl Serialize for JobId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Appends one value as JSON.
+fn push_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), Error> {
+    serde_json::to_writer(out, value).map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// The body of `POST /runtimes`.
@@ -430,7 +430,7 @@ fn job_json(job: &JobView) -> Value {
         },
     };
     json!({
-        "id": job.id.as_str(),
+        "id": job.id.to_string(),
         "runtime_id": &*job.runtime_id,
         "deployed_app_rid": job.deployed_app_rid.as_deref(),
         "branch": job.branch.as_deref(),
@@ -442,7 +442,7 @@ fn job_json(job: &JobView) -> Value {
         "dispatched_at": job.dispatched_at,
         "finished_at": job.finished_at,
         "error_message": job.error_message,
-        "result_content_type": job.result_content_type,
+        "result_content_type": job.result_content_type.as_deref(),
         "result_body_utf8": utf8,
         "result_body_base64": base64,
     })
@@ -546,7 +546,7 @@ mod tests {
         assert_eq!(result_request_job_id(body.as_bytes()).unwrap(), id);
         let both = json!({"id": "x", "jobHandle": job_handle(&id)}).to_string();
         assert_eq!(
-            result_request_job_id(both.as_bytes()).unwrap().as_str(),
+            result_request_job_id(both.as_bytes()).unwrap().to_string(),
             "x"
         );
         assert!(result_request_job_id(br#"{"jobHandle":"nope"}"#).is_err());

@@ -378,7 +378,8 @@ fn read_body(raw: &mut tiny_http::Request, max_body: u64) -> Body {
         return Body::TooLarge(max_body);
     }
     // Capped: a declared length is only a claim until the bytes arrive.
-    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(1 << 20) as usize);
+    // One allocation for a declared length: pages are only touched as bytes arrive.
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(max_body) as usize);
     match raw
         .as_reader()
         .take(max_body.saturating_add(1))

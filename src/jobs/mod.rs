@@ -12,28 +12,54 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use table::{Dispatched, EnqueueRequest, JobTable, Taken, Target, WaitOutcome};
 
 /// A job id, `foundry_job_<32 hex>`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct JobId(Arc<str>);
+///
+/// Ids the emulator mints are kept as their 16 random bytes and formatted on output: no
+/// allocation per job, and cheap to hash. An id a client sends that is not of that form is
+/// kept as text; it can only ever be "not found".
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(Repr);
+
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Repr {
+    Minted([u8; 16]),
+    Other(Arc<str>),
+}
+
+const JOB_PREFIX: &str = "foundry_job_";
 
 impl JobId {
     /// Mints a fresh random id.
     pub fn random() -> JobId {
-        JobId(Arc::from(crate::ids::random_id("foundry_job_")))
+        JobId(Repr::Minted(crate::ids::random_bytes()))
     }
 
-    /// Wraps an id received from a client; it may name no job at all.
+    /// Reads an id received from a client; it may name no job at all.
     pub fn from_client(id: &str) -> JobId {
-        JobId(Arc::from(id))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
+        match id
+            .strip_prefix(JOB_PREFIX)
+            .and_then(crate::ids::parse_hex16)
+        {
+            Some(bytes) => JobId(Repr::Minted(bytes)),
+            None => JobId(Repr::Other(Arc::from(id))),
+        }
     }
 }
 
 impl fmt::Display for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match &self.0 {
+            Repr::Minted(bytes) => {
+                f.write_str(JOB_PREFIX)?;
+                bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+            }
+            Repr::Other(text) => f.write_str(text),
+        }
+    }
+}
+
+impl fmt::Debug for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JobId({self})")
     }
 }
 
@@ -105,7 +131,8 @@ pub struct JobView {
     pub finished_at: Option<u64>,
     pub error_message: Option<String>,
     pub result: Option<Arc<[u8]>>,
-    pub result_content_type: Option<String>,
+    /// Shared between jobs (interned): a handful of distinct values.
+    pub result_content_type: Option<Arc<str>>,
 }
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp the API shows.

@@ -40,7 +40,7 @@ pub struct EnqueueRequest {
     pub target: Target,
     pub query_type: String,
     /// JSON text; the caller has validated it.
-    pub query: String,
+    pub query: Arc<str>,
     pub source: JobSource,
     /// The submitting request's `Authorization` header, handed to the module in the envelope.
     pub auth_header: Option<String>,
@@ -120,6 +120,8 @@ pub struct Limits {
     pub max_queued: usize,
     /// Terminal jobs kept; the oldest finished go first.
     pub max_retained_jobs: usize,
+    /// Query and result bytes of terminal jobs kept; the oldest finished go first.
+    pub max_retained_bytes: u64,
     /// How long a terminal job is kept after it finished.
     pub job_ttl: Duration,
     /// A running job without a result after this fails.
@@ -131,11 +133,15 @@ impl Default for Limits {
         Limits {
             max_queued: 10_000,
             max_retained_jobs: 100_000,
+            max_retained_bytes: 256 * 1024 * 1024,
             job_ttl: Duration::from_secs(3600),
             max_job_runtime: Duration::from_secs(15 * 60),
         }
     }
 }
+
+/// Distinct interned query types and content types.
+const MAX_NAMES: usize = 4096;
 
 /// How many evicted ids are remembered so their 404 can say "expired".
 const REMEMBERED_EXPIRED: usize = 10_000;
@@ -166,6 +172,8 @@ struct Ledger {
     /// Running jobs by runtime deadline; `finish` removes its entry (O(log n)), so only
     /// jobs still running are here.
     running: BTreeSet<(Instant, JobId)>,
+    /// Query and result bytes of the jobs in `finished`.
+    finished_bytes: u64,
 }
 
 struct Inner {
@@ -174,6 +182,8 @@ struct Inner {
     registry: Registry,
     shutting_down: bool,
     ledger: Ledger,
+    /// Query types and content types, shared by every job that uses them (bounded).
+    names: HashSet<Arc<str>>,
     /// The last evicted ids (bounded), for a 404 that says the job expired.
     expired: VecDeque<JobId>,
     expired_set: HashSet<JobId>,
@@ -193,6 +203,7 @@ impl JobTable {
                 registry: Registry::default(),
                 shutting_down: false,
                 ledger: Ledger::default(),
+                names: HashSet::new(),
                 expired: VecDeque::new(),
                 expired_set: HashSet::new(),
             }),
@@ -304,8 +315,8 @@ impl JobTable {
             runtime_id,
             deployed_app_rid: rid,
             branch,
-            query_type: Arc::from(req.query_type),
-            query: Arc::from(req.query),
+            query_type: inner.intern(&req.query_type),
+            query: req.query,
             source: req.source,
             state: JobState::Queued,
             submitted_at: now_millis(),
@@ -379,9 +390,12 @@ impl JobTable {
         body: Vec<u8>,
         content_type: Option<String>,
     ) -> Result<(), Error> {
+        // The copy into an `Arc` (up to --max-body bytes) happens before taking the lock.
+        let result: Arc<[u8]> = Arc::from(body);
         let mut guard = self.lock();
         let inner = &mut *guard;
         inner.authorized(runtime_id, token)?;
+        let content_type = content_type.map(|ct| inner.intern(&ct));
         let job = match inner.jobs.get_mut(job_id) {
             Some(job) if &*job.view.runtime_id == runtime_id => job,
             _ => return Err(inner.missing(job_id)),
@@ -389,7 +403,7 @@ impl JobTable {
         if job.view.state.is_terminal() {
             return Err(Error::Conflict(job_id.clone()));
         }
-        job.view.result = Some(Arc::from(body));
+        job.view.result = Some(result);
         job.view.result_content_type = content_type;
         finish(job, JobState::Succeeded, None, &mut inner.ledger);
         inner.evict(&self.limits, Instant::now());
@@ -647,7 +661,8 @@ impl Inner {
     /// Drops terminal jobs beyond `max_retained_jobs` or older than `job_ttl`, oldest first.
     fn evict(&mut self, limits: &Limits, now: Instant) {
         while let Some((_, finished_at)) = self.ledger.finished.front() {
-            let over = self.ledger.finished.len() > limits.max_retained_jobs;
+            let over = self.ledger.finished.len() > limits.max_retained_jobs
+                || self.ledger.finished_bytes > limits.max_retained_bytes;
             let expired = finished_at
                 .checked_add(limits.job_ttl)
                 .is_some_and(|end| end <= now);
@@ -657,7 +672,9 @@ impl Inner {
             let Some((id, _)) = self.ledger.finished.pop_front() else {
                 break;
             };
-            self.jobs.remove(&id);
+            if let Some(job) = self.jobs.remove(&id) {
+                self.ledger.finished_bytes -= retained_bytes(&job.view);
+            }
             if self.expired.len() >= REMEMBERED_EXPIRED {
                 if let Some(old) = self.expired.pop_front() {
                     self.expired_set.remove(&old);
@@ -668,6 +685,20 @@ impl Inner {
         }
     }
 
+    /// A shared copy of a short string that many jobs repeat (query types, content types),
+    /// so 100,000 retained jobs do not hold 100,000 copies. Past [`MAX_NAMES`] distinct
+    /// values, a fresh copy is made instead.
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.names.get(name) {
+            return shared.clone();
+        }
+        let fresh: Arc<str> = Arc::from(name);
+        if self.names.len() < MAX_NAMES {
+            self.names.insert(fresh.clone());
+        }
+        fresh
+    }
+
     /// The 404 for a job id not in the table.
     fn missing(&self, id: &JobId) -> Error {
         if self.expired_set.contains(id) {
@@ -675,7 +706,7 @@ impl Inner {
                 "Compute-module job '{id}' expired: finished jobs are kept for --job-ttl, up to --max-retained-jobs."
             ))
         } else {
-            Error::job_not_found(id.as_str())
+            Error::job_not_found(&id.to_string())
         }
     }
 
@@ -695,6 +726,11 @@ impl Inner {
     }
 }
 
+/// What a finished job costs against `max_retained_bytes`.
+fn retained_bytes(view: &JobView) -> u64 {
+    (view.query.len() + view.result.as_ref().map_or(0, |r| r.len())) as u64
+}
+
 /// The one place a job turns terminal: sets the state, stamps the time, queues the job for
 /// eviction, and wakes its waiters.
 fn finish(job: &mut Job, state: JobState, message: Option<String>, ledger: &mut Ledger) {
@@ -712,6 +748,7 @@ fn finish(job: &mut Job, state: JobState, message: Option<String>, ledger: &mut 
     ledger
         .finished
         .push_back((job.view.id.clone(), Instant::now()));
+    ledger.finished_bytes += retained_bytes(&job.view);
     if let Some(waiters) = job.waker.take() {
         let _ = waiters.done.set(Box::new(job.view.clone()));
         waiters.wake.notify_all();
@@ -771,6 +808,20 @@ mod tests {
             table.job(&never).unwrap_err(),
             Error::job_not_found("foundry_job_never")
         );
+    }
+
+    #[test]
+    fn the_byte_budget_evicts_the_oldest_finished_jobs() {
+        let (table, token) = table(Limits {
+            max_retained_bytes: 10,
+            ..Limits::default()
+        });
+        // Each job holds its query "{}" and its result "ok", 4 bytes: two fit in 10, three do not.
+        let ids: Vec<JobId> = (0..3).map(|_| run_one(&table, &token)).collect();
+        assert!(table.job(&ids[0]).is_err());
+        assert!(table.job(&ids[1]).is_ok());
+        assert!(table.job(&ids[2]).is_ok());
+        assert_eq!(table.lock().ledger.finished_bytes, 4 + 4);
     }
 
     #[test]

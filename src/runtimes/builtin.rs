@@ -137,7 +137,7 @@ fn run_exec(spec: &ExecSpec, job: &Dispatched, table: &JobTable) -> Result<Vec<u
     let mut command = Command::new(program);
     command
         .args(args)
-        .env("FOUNDRY_JOB_ID", job.job_id.as_str())
+        .env("FOUNDRY_JOB_ID", job.job_id.to_string())
         .env("FOUNDRY_QUERY_TYPE", &*job.query_type)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -309,6 +309,10 @@ impl Server {
                         if let connection::Connection::Tcp(ref tcp) = sock {
                             let _ = tcp.set_read_timeout(read_timeout);
                             let _ = tcp.set_write_timeout(write_timeout);
+                            // PATCH (foundry-emulator): answers are written in pieces (head,
+                            // then body); with Nagle's algorithm the last piece waits for the
+                            // client's delayed ACK, up to 40 ms.
+                            let _ = tcp.set_nodelay(true);
                         }
                         let (read_closable, write_closable) = match ssl {
                             None => RefinedTcpStream::new(sock),
