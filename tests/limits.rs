@@ -97,17 +97,22 @@ fn a_running_job_without_result_fails_after_max_job_runtime() {
     assert_eq!(rt.post_result(&id, b"late").status, 409);
 }
 
+/// A server with one front worker, one I/O thread and a 300 ms socket timeout.
+fn one_worker_one_io_thread() -> TestServer {
+    TestServer::start(|cfg| {
+        cfg.threads = 1;
+        cfg.io_threads = 1;
+        cfg.socket_timeout = Some(Duration::from_millis(300));
+    })
+}
+
 /// A client that announces a large body and then stalls: its body is read on an I/O thread,
 /// so the only front worker keeps serving, and the socket timeout frees the only I/O thread
 /// for the next large body.
 #[test]
 fn a_stalled_upload_holds_neither_the_front_worker_nor_the_io_thread_for_long() {
     use std::io::Write;
-    let server = TestServer::start(|cfg| {
-        cfg.threads = 1;
-        cfg.io_threads = 1;
-        cfg.socket_timeout = Some(Duration::from_millis(300));
-    });
+    let server = one_worker_one_io_thread();
     let rt = server.runtime_bound("rt", RID);
     let app = server.app();
     let mut stalled = std::net::TcpStream::connect(server.addr).unwrap();
@@ -132,11 +137,7 @@ fn a_stalled_upload_holds_neither_the_front_worker_nor_the_io_thread_for_long() 
 #[test]
 fn a_client_that_never_reads_holds_no_thread_for_long() {
     use std::io::Write;
-    let server = TestServer::start(|cfg| {
-        cfg.threads = 1;
-        cfg.io_threads = 1;
-        cfg.socket_timeout = Some(Duration::from_millis(300));
-    });
+    let server = one_worker_one_io_thread();
     let rt = server.runtime_bound("rt", RID);
     let app = server.app();
     let id = app.submit_id(RID, "q", json!({}));
