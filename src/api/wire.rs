@@ -337,16 +337,28 @@ impl CreateRuntimeBody {
 }
 
 /// The answer to `POST /runtimes`.
-pub fn session(runtime_id: &str, token: &str, runtime_base: &str) -> Value {
+pub fn session<'a>(runtime_id: &'a str, token: &'a str, runtime_base: &str) -> Session<'a> {
     let base = format!("{runtime_base}/{}", percent_encode(runtime_id));
-    json!({
-        "runtimeId": runtime_id,
-        "moduleAuthToken": token,
-        "getJobUri": format!("{base}/job"),
-        "postResultUri": format!("{base}/results"),
-        "postSchemaUri": format!("{base}/schemas"),
-        "restartNotificationUri": format!("{base}/restart"),
-    })
+    Session {
+        runtime_id,
+        module_auth_token: token,
+        get_job_uri: format!("{base}/job"),
+        post_result_uri: format!("{base}/results"),
+        post_schema_uri: format!("{base}/schemas"),
+        restart_notification_uri: format!("{base}/restart"),
+    }
+}
+
+/// A new session: its token and its absolute URIs, in SPEC.md's order.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Session<'a> {
+    runtime_id: &'a str,
+    module_auth_token: &'a str,
+    get_job_uri: String,
+    post_result_uri: String,
+    post_schema_uri: String,
+    restart_notification_uri: String,
 }
 
 /// Reads the schema formats SPEC.md lists into (function name, schema) pairs.
