@@ -157,3 +157,64 @@ fn a_client_that_never_reads_holds_no_thread_for_long() {
     assert_eq!(app.result_by_id(&id).body.len(), big.len());
     drop(lazy);
 }
+
+/// A request asking to upgrade (what `curl --http2` sends over plain HTTP) has no body: it is
+/// answered, and it does not hold the only front worker reading a socket that never ends.
+#[test]
+fn an_upgrade_request_is_answered_and_holds_no_worker() {
+    use std::io::{Read, Write};
+    let server = TestServer::start(|cfg| cfg.threads = 1);
+    let mut upgrade = std::net::TcpStream::connect(server.addr).unwrap();
+    upgrade
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    upgrade
+        .write_all(
+            b"GET /_emulate/health HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+              Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+        )
+        .unwrap();
+    let mut answer = [0u8; 12];
+    upgrade.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    server.assert_alive();
+}
+
+/// A request pipelined behind a sync execute that waits is not read until that execute is
+/// answered, so the only front worker stays free for everyone else.
+#[test]
+fn a_request_pipelined_behind_a_waiting_execute_does_not_block_the_worker() {
+    use std::io::Write;
+    let server = TestServer::start(|cfg| cfg.threads = 1);
+    let _rt = server.runtime_bound("idle", RID);
+    let body = format!(r#"{{"deployedAppRid":"{RID}","queryType":"q"}}"#);
+    let pipelined = format!(
+        "POST {contour}/compute-modules/jobs/execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\
+         Content-Length: {len}\r\n\r\n{body}GET /_emulate/health HTTP/1.1\r\nHost: x\r\n\r\n",
+        contour = crate::util::CONTOUR,
+        len = body.len()
+    );
+    let mut conn = std::net::TcpStream::connect(server.addr).unwrap();
+    conn.write_all(pipelined.as_bytes()).unwrap();
+    // The execute waits (no module polls "idle") for the 5 s test timeout; meanwhile another
+    // client is served by the only front worker.
+    server.assert_alive();
+    drop(conn);
+}
+
+/// A sync execute whose job ends and is evicted at once (a byte budget of 1) still answers
+/// the result: the wait was registered with the job.
+#[test]
+fn an_execute_answers_its_result_even_when_the_job_is_evicted_at_once() {
+    let server = TestServer::start(|cfg| cfg.max_retained_bytes = 1);
+    let rt = server.runtime_bound("rt", RID);
+    let app = server.app();
+    std::thread::scope(|s| {
+        let execute = s.spawn(|| app.execute(&exec_body(RID, "q", json!({"n": 1}))));
+        let id = rt.next_job_id();
+        rt.complete(&id, b"kept for the waiter");
+        let resp = execute.join().unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.body, b"kept for the waiter");
+    });
+}

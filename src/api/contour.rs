@@ -5,7 +5,7 @@ use std::time::Instant;
 use super::{wire, App, Wait};
 use crate::error::Error;
 use crate::http::{Outcome, Reply, Req};
-use crate::jobs::{EnqueueRequest, JobId, JobSource, JobState, Target, WaitOutcome};
+use crate::jobs::{EnqueueRequest, JobId, JobSource, JobState, Target, WaitOutcome, Watch};
 
 /// Rejects a request without an acceptable bearer token.
 fn authorize(app: &App, req: &Req) -> Result<(), Error> {
@@ -16,9 +16,9 @@ fn authorize(app: &App, req: &Req) -> Result<(), Error> {
     }
 }
 
-fn enqueue(app: &App, req: &Req, source: JobSource) -> Result<JobId, Error> {
+fn job_request(req: &Req, source: JobSource) -> Result<EnqueueRequest, Error> {
     let body = wire::ExecuteBody::parse(req.body()?)?;
-    app.table.enqueue(EnqueueRequest {
+    Ok(EnqueueRequest {
         target: Target::App {
             rid: body.deployed_app_rid,
             branch: body.deployed_app_branch,
@@ -38,18 +38,23 @@ pub fn execute(app: &App, req: Req) -> Result<Outcome<Wait>, Error> {
         .execute_lane
         .try_enter()
         .ok_or_else(|| app.execute_lane.overloaded())?;
-    let job = enqueue(app, &req, JobSource::ContourSync)?;
+    // Watched from the moment it exists: the job may end (and even be evicted) before a
+    // lane thread picks this wait up.
+    let watch = app
+        .table
+        .enqueue_watched(job_request(&req, JobSource::ContourSync)?)?;
     Ok(Outcome::Wait(Wait::Execute {
-        job,
+        watch,
         deadline: super::deadline(req.received_at, app.execute_timeout),
         _ticket: ticket,
     }))
 }
 
 /// The waiting half of execute, on a lane thread.
-pub fn finish_execute(app: &App, job: &JobId, deadline: Instant) -> Result<Reply, Error> {
+pub fn finish_execute(app: &App, watch: &Watch, deadline: Instant) -> Result<Reply, Error> {
     let started = Instant::now();
-    let outcome = app.table.wait_terminal(job, deadline);
+    let job = watch.id();
+    let outcome = app.table.wait_terminal(watch, deadline);
     log::debug!(
         "execute wait for {job} ended ({}) after {}us",
         outcome_name(&outcome),
@@ -65,9 +70,6 @@ pub fn finish_execute(app: &App, job: &JobId, deadline: Instant) -> Result<Reply
             }
         },
         WaitOutcome::TimedOut => Err(Error::JobTimeout(job.clone())),
-        WaitOutcome::Gone => Err(Error::JobFailed(format!(
-            "Compute-module job '{job}' expired before it finished."
-        ))),
         WaitOutcome::ShuttingDown => Err(Error::Overloaded("the emulator is shutting down".into())),
     }
 }
@@ -76,7 +78,6 @@ fn outcome_name(outcome: &WaitOutcome) -> &'static str {
     match outcome {
         WaitOutcome::Finished(_) => "finished",
         WaitOutcome::TimedOut => "timeout",
-        WaitOutcome::Gone => "gone",
         WaitOutcome::ShuttingDown => "shutdown",
     }
 }
@@ -84,7 +85,9 @@ fn outcome_name(outcome: &WaitOutcome) -> &'static str {
 /// `POST .../deployed-apps/jobs`: enqueue and answer at once.
 pub fn submit(app: &App, req: Req) -> Result<Reply, Error> {
     authorize(app, &req)?;
-    let id = enqueue(app, &req, JobSource::ContourAsync)?;
+    let id = app
+        .table
+        .enqueue(job_request(&req, JobSource::ContourAsync)?)?;
     Ok(Reply::json(200, &wire::submitted(&id)))
 }
 

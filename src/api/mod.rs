@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::auth::BearerPolicy;
 use crate::http::{Handler, LaneGate, LaneTicket, Outcome, Reply, Req};
-use crate::jobs::{JobId, JobTable};
+use crate::jobs::{JobTable, Watch};
 
 /// Everything a handler may use.
 pub struct App {
@@ -41,7 +41,7 @@ pub struct TlsInfo {
 pub enum Wait {
     /// A sync execute waiting for its job to end.
     Execute {
-        job: JobId,
+        watch: Watch,
         deadline: Instant,
         _ticket: LaneTicket,
     },
@@ -81,7 +81,9 @@ impl Handler for App {
 
     fn finish(&self, wait: Wait) -> Reply {
         match wait {
-            Wait::Execute { job, deadline, .. } => contour::finish_execute(self, &job, deadline),
+            Wait::Execute {
+                watch, deadline, ..
+            } => contour::finish_execute(self, &watch, deadline),
             Wait::Poll {
                 runtime_id,
                 token,

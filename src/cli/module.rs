@@ -229,8 +229,30 @@ fn write_token_file(runtime_id: &str, token: &str) -> Result<PathBuf, CliError> 
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder.create(&dir)?;
-        if std::fs::symlink_metadata(&dir)?.file_type().is_symlink() {
-            return Err(std::io::Error::other("the token directory is a symlink"));
+        let dir_meta = std::fs::symlink_metadata(&dir)?;
+        if !dir_meta.is_dir() {
+            return Err(std::io::Error::other(
+                "the token directory is not a plain directory",
+            ));
+        }
+        // In a shared temp directory, someone else may have made this directory first.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            if dir_meta.permissions().mode() & 0o077 != 0 {
+                return Err(std::io::Error::other(
+                    "the token directory is open to other users (want mode 0700)",
+                ));
+            }
+            let probe = dir.join(".owner-probe");
+            std::fs::write(&probe, b"")?;
+            let ours = std::fs::metadata(&probe)?.uid();
+            let _ = std::fs::remove_file(&probe);
+            if dir_meta.uid() != ours {
+                return Err(std::io::Error::other(
+                    "the token directory belongs to another user",
+                ));
+            }
         }
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);

@@ -119,6 +119,9 @@ const PREREAD_BODY_BYTES: usize = 1024;
 /// otherwise block a front worker once the socket buffer is full.
 const INLINE_REPLY_BYTES: usize = 64 * 1024;
 
+/// The most a declared body length makes us allocate up front.
+const PREALLOCATE_MAX: u64 = 16 * 1024 * 1024;
+
 /// Requests that may wait for an I/O thread before 503.
 const IO_QUEUE: usize = 256;
 
@@ -373,13 +376,25 @@ fn to_req(raw: &mut tiny_http::Request, max_body: u64) -> Req {
 
 fn read_body(raw: &mut tiny_http::Request, max_body: u64) -> Body {
     let declared = raw.body_length().map(|n| n as u64);
+    let chunked = raw.headers().iter().any(|h| {
+        h.field
+            .as_str()
+            .as_str()
+            .eq_ignore_ascii_case("Transfer-Encoding")
+    });
+    if declared.is_none() && !chunked {
+        // HTTP/1.1: no length and no chunking means no body. (tiny_http would hand over the
+        // raw socket as the "body" of an `Upgrade` request, which never ends.)
+        return Body::Complete(Vec::new());
+    }
     if declared.is_some_and(|n| n > max_body) {
-        // Not reading it keeps a huge upload from costing more than its headers.
+        // Never read: the connection is closed after the 413 instead of drained.
         return Body::TooLarge(max_body);
     }
-    // Capped: a declared length is only a claim until the bytes arrive.
-    // One allocation for a declared length: pages are only touched as bytes arrive.
-    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(max_body) as usize);
+    // One allocation for a declared length (pages are touched only as bytes arrive), capped
+    // because a declared length is only a claim until the bytes come.
+    let mut buf =
+        Vec::with_capacity(declared.unwrap_or(0).min(max_body).min(PREALLOCATE_MAX) as usize);
     match raw
         .as_reader()
         .take(max_body.saturating_add(1))

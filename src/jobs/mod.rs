@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use table::{Dispatched, EnqueueRequest, JobTable, Taken, Target, WaitOutcome};
+pub use table::{Dispatched, EnqueueRequest, JobTable, Taken, Target, WaitOutcome, Watch};
 
 /// A job id, `foundry_job_<32 hex>`.
 ///

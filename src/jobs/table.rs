@@ -64,6 +64,19 @@ pub struct Taken {
     pub first_poll: bool,
 }
 
+/// A registered interest in one job's end; see [`JobTable::wait_terminal`].
+pub struct Watch {
+    id: JobId,
+    waiters: Arc<Waiters>,
+}
+
+impl Watch {
+    /// The watched job.
+    pub fn id(&self) -> &JobId {
+        &self.id
+    }
+}
+
 /// How a wait for a terminal job ended.
 #[derive(Debug)]
 pub enum WaitOutcome {
@@ -71,8 +84,6 @@ pub enum WaitOutcome {
     Finished(Box<JobView>),
     /// The deadline passed first; the job stays and may still finish.
     TimedOut,
-    /// No such job (never existed, or evicted).
-    Gone,
     /// The emulator is shutting down.
     ShuttingDown,
 }
@@ -140,8 +151,9 @@ impl Default for Limits {
     }
 }
 
-/// Distinct interned query types and content types.
+/// Distinct interned query types and content types, and the longest one interned.
 const MAX_NAMES: usize = 4096;
+const MAX_NAME_BYTES: usize = 128;
 
 /// How many evicted ids are remembered so their 404 can say "expired".
 const REMEMBERED_EXPIRED: usize = 10_000;
@@ -268,6 +280,41 @@ impl JobTable {
 
     /// Creates a queued job and hands its id to the runtime's channel.
     pub fn enqueue(&self, req: EnqueueRequest) -> Result<JobId, Error> {
+        self.enqueue_inner(req, None)
+    }
+
+    /// Enqueues and registers a waiter in the same step, so the job's end is seen however
+    /// soon it comes (even if the job is evicted before the waiter first runs).
+    pub fn enqueue_watched(&self, req: EnqueueRequest) -> Result<Watch, Error> {
+        let waiters = Arc::new(Waiters::default());
+        let id = self.enqueue_inner(req, Some(waiters.clone()))?;
+        Ok(Watch { id, waiters })
+    }
+
+    /// A watch on an existing job (already terminal or not).
+    pub fn watch(&self, id: &JobId) -> Result<Watch, Error> {
+        let mut inner = self.lock();
+        let Some(job) = inner.jobs.get_mut(id) else {
+            return Err(inner.missing(id));
+        };
+        let waiters = if job.view.state.is_terminal() {
+            let done = Waiters::default();
+            let _ = done.done.set(Box::new(job.view.clone()));
+            Arc::new(done)
+        } else {
+            job.waker.get_or_insert_with(Default::default).clone()
+        };
+        Ok(Watch {
+            id: id.clone(),
+            waiters,
+        })
+    }
+
+    fn enqueue_inner(
+        &self,
+        req: EnqueueRequest,
+        waker: Option<Arc<Waiters>>,
+    ) -> Result<JobId, Error> {
         // Minted before locking: it may read /dev/urandom.
         let id = JobId::random();
         let mut inner = self.lock();
@@ -329,7 +376,7 @@ impl JobTable {
         let job = Job {
             view,
             auth_header: req.auth_header.map(Arc::from),
-            waker: None,
+            waker,
             run_deadline: None,
         };
         inner.jobs.insert(id.clone(), Box::new(job));
@@ -492,30 +539,19 @@ impl JobTable {
         inner.evict(&self.limits, now);
     }
 
-    /// Waits until the job is terminal.
+    /// Waits until the watched job is terminal.
     ///
     /// # Blocking
-    /// Waits on the job's own condvar (created here on first need) with the table lock, so a
-    /// completion wakes only the waiters of that job. Woken by `complete`, `fail`, `restart`,
-    /// a session reset (`create_runtime`) and `shutdown`, all through `finish`. Re-checks after
-    /// every wake (wakes can be spurious). On deadline: `TimedOut`, and the job stays. A reset
-    /// ends the job as failed, so the waiter returns `Finished` with that failure promptly.
-    /// Holds no lock on return.
-    pub fn wait_terminal(&self, id: &JobId, deadline: Instant) -> WaitOutcome {
+    /// Waits on the job's own condvar with the table lock, so a completion wakes only the
+    /// waiters of that job. The watch was registered with the job (`enqueue_watched`) or on
+    /// it (`watch`), and `finish` leaves the terminal snapshot in it before notifying, so no
+    /// end can be missed, not even one followed at once by eviction. Woken by `complete`,
+    /// `fail`, `restart`, a session reset (`create_runtime`), the runtime limit (`sweep`) and
+    /// `shutdown`, all through `finish`. Re-checks after every wake (wakes can be spurious).
+    /// On deadline: `TimedOut`, and the job stays. Holds no lock on return.
+    pub fn wait_terminal(&self, watch: &Watch, deadline: Instant) -> WaitOutcome {
+        let waiters = &watch.waiters;
         let mut inner = self.lock();
-        let waiters = {
-            let shutting_down = inner.shutting_down;
-            let Some(job) = inner.jobs.get_mut(id) else {
-                return WaitOutcome::Gone;
-            };
-            if job.view.state.is_terminal() {
-                return WaitOutcome::Finished(Box::new(job.view.clone()));
-            }
-            if shutting_down {
-                return WaitOutcome::ShuttingDown;
-            }
-            job.waker.get_or_insert_with(Default::default).clone()
-        };
         loop {
             // `finish` fills `done` before it notifies: no lookup needed, none can miss.
             if let Some(view) = waiters.done.get() {
@@ -693,7 +729,8 @@ impl Inner {
             return shared.clone();
         }
         let fresh: Arc<str> = Arc::from(name);
-        if self.names.len() < MAX_NAMES {
+        // Only short names: a long one is not a name, and would outlive its job here.
+        if self.names.len() < MAX_NAMES && name.len() <= MAX_NAME_BYTES {
             self.names.insert(fresh.clone());
         }
         fresh
@@ -854,7 +891,8 @@ mod tests {
             let (table, id) = (table.clone(), id.clone());
             std::thread::spawn(move || {
                 let _ = started_tx.send(());
-                table.wait_terminal(&id, Instant::now() + Duration::from_secs(30))
+                let watch = table.watch(&id).unwrap();
+                table.wait_terminal(&watch, Instant::now() + Duration::from_secs(30))
             })
         };
         started_rx.recv().unwrap();
@@ -869,6 +907,35 @@ mod tests {
         assert!(table.job(&id).is_err(), "evicted at once by the limit of 0");
         match waiter.join().unwrap() {
             WaitOutcome::Finished(view) => assert_eq!(view.result.as_deref(), Some(&b"kept"[..])),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_watch_taken_at_enqueue_sees_an_end_that_came_and_was_evicted_before_it_waited() {
+        let (table, token) = table(Limits {
+            max_retained_jobs: 0,
+            ..Limits::default()
+        });
+        let watch = table
+            .enqueue_watched(EnqueueRequest {
+                target: Target::Runtime("rt".into()),
+                query_type: "q".into(),
+                query: "{}".into(),
+                source: JobSource::ContourSync,
+                auth_header: None,
+            })
+            .unwrap();
+        let _ = table.try_take("rt", Some(&token)).unwrap().job.unwrap();
+        table
+            .complete("rt", Some(&token), watch.id(), b"early".to_vec(), None)
+            .unwrap();
+        assert!(
+            table.job(watch.id()).is_err(),
+            "evicted before anyone waited"
+        );
+        match table.wait_terminal(&watch, Instant::now()) {
+            WaitOutcome::Finished(view) => assert_eq!(view.result.as_deref(), Some(&b"early"[..])),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -930,7 +997,8 @@ mod tests {
         let waiter = {
             let (table, id) = (table.clone(), id.clone());
             std::thread::spawn(move || {
-                table.wait_terminal(&id, Instant::now() + Duration::from_secs(30))
+                let watch = table.watch(&id).unwrap();
+                table.wait_terminal(&watch, Instant::now() + Duration::from_secs(30))
             })
         };
         let _ = table.try_take("rt", Some(&token)).unwrap().job.unwrap();

@@ -343,15 +343,17 @@ impl Server {
                         tasks_pool.spawn(Box::new(move || {
                             if let Some(client) = client.take() {
                                 // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
+                                // PATCH (foundry-emulator): and for every connection: reading a
+                                // pipelined request while the previous one waits (a long poll, a
+                                // sync execute) would make the worker answering it block behind
+                                // that wait in the ordered response writer.
+                                let (sender, receiver) = mpsc::channel();
+                                for rq in client {
+                                    messages.push(rq.with_notify_sender(sender.clone()).into());
+                                    // Every request is answered (or dropped, which answers 500)
+                                    // and so notifies; a closed channel just ends the connection.
+                                    if receiver.recv().is_err() {
+                                        break;
                                     }
                                 }
                             }

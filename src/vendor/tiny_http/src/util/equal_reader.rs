@@ -64,29 +64,28 @@ where
     R: Read,
 {
     fn drop(&mut self) {
-        let mut remaining_to_read = self.size;
-
-        // PATCH (foundry-emulator): upstream allocated the whole remaining length at once, so a
-        // refused upload declaring a huge Content-Length could abort the process.
-        let mut buf = vec![0; remaining_to_read.min(64 * 1024)];
+        // PATCH (foundry-emulator): upstream read and discarded the whole rest of an unread
+        // body here, after allocating its whole declared length at once: a refused upload could
+        // abort the process, or hold the dropping thread for as long as the client sent. Now at
+        // most DRAIN_LIMIT bytes are discarded, through a small buffer: enough that a slightly
+        // oversized body still gets its 413 read cleanly (closing on unread data would reset the
+        // connection under the answer), while a larger rest is left; the next request on that
+        // connection then fails to parse and tiny_http closes it.
+        const DRAIN_LIMIT: usize = 64 * 1024;
+        let mut remaining_to_read = self.size.min(DRAIN_LIMIT);
+        let mut buf = [0u8; 8192];
         while remaining_to_read > 0 {
             let want = remaining_to_read.min(buf.len());
-            let buf = &mut buf[..want];
-
-            match self.reader.read(buf) {
+            match self.reader.read(&mut buf[..want]) {
                 Err(e) => {
                     self.last_read_signal.send(Err(e)).ok();
-                    break;
+                    return;
                 }
-                Ok(0) => {
-                    self.last_read_signal.send(Ok(())).ok();
-                    break;
-                }
-                Ok(other) => {
-                    remaining_to_read -= other;
-                }
+                Ok(0) => break,
+                Ok(n) => remaining_to_read -= n,
             }
         }
+        self.last_read_signal.send(Ok(())).ok();
     }
 }
 
