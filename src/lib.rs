@@ -16,6 +16,9 @@
 //! running.shutdown();
 //! ```
 
+// `unsafe` lives in one module only (`sys`, libc calls std has no equivalent for).
+#![deny(unsafe_code)]
+
 pub mod api;
 pub mod auth;
 pub mod cli;

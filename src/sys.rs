@@ -5,6 +5,8 @@
 //! killed, the TLS CA file is removed). It is the classic self-pipe: the handler
 //! (async-signal-safe) writes one byte to a pipe, and the main thread blocks reading it.
 
+#![allow(unsafe_code)]
+
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::FromRawFd;

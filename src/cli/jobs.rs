@@ -45,6 +45,9 @@ fn client(emulator: Option<String>, token: Option<String>, timeout: Duration) ->
     Client::new(&emulator_url(emulator), &token, timeout)
 }
 
+// argh has no flattening, so each subcommand repeats the flags it shares (`--emulator`,
+// `--token`, the job fields); the shared behaviour lives in the functions below.
+
 /// Run a job synchronously and write its raw result bytes to stdout.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "execute")]

@@ -46,6 +46,9 @@ pub struct ModuleArgs {
     command: Vec<String>,
 }
 
+// The same flags as `module` without the command (argh has no flattening); both build a
+// `Session` and share `environment`.
+
 /// Print the module environment as shell `export` lines (creates or resets the session).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "module-env")]
