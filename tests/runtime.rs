@@ -35,18 +35,6 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-fn session_json(base: &str, id: &str, token: &str) -> Value {
-    let at = format!("{base}/_emulate/foundry/compute-modules/runtimes/{id}");
-    json!({
-        "runtimeId": id,
-        "moduleAuthToken": token,
-        "getJobUri": format!("{at}/job"),
-        "postResultUri": format!("{at}/results"),
-        "postSchemaUri": format!("{at}/schemas"),
-        "restartNotificationUri": format!("{at}/restart"),
-    })
-}
-
 #[test]
 fn create_answers_a_token_and_absolute_uris_built_from_the_base_url() {
     let server = TestServer::start(|_| {});

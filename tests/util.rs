@@ -274,6 +274,19 @@ pub fn is_random_id(value: &str, prefix: &str) -> bool {
     })
 }
 
+/// The exact answer of `POST /runtimes` for a server whose public base URL is `base`.
+pub fn session_json(base: &str, id: &str, token: &str) -> Value {
+    let at = format!("{base}{RUNTIMES}/{id}");
+    json!({
+        "runtimeId": id,
+        "moduleAuthToken": token,
+        "getJobUri": format!("{at}/job"),
+        "postResultUri": format!("{at}/results"),
+        "postSchemaUri": format!("{at}/schemas"),
+        "restartNotificationUri": format!("{at}/restart"),
+    })
+}
+
 /// An emulator running in the test process. Dropping it shuts the server down and joins it.
 pub struct TestServer {
     running: Option<Running>,
@@ -401,15 +414,7 @@ impl TestServer {
 
     /// A runtime created by the seed, with its fixed token; URIs built from the base URL.
     pub fn seeded_runtime(&self, id: &str, token: &str) -> Rt {
-        let base = format!("{}/{id}", self.runtimes_url());
-        let session = json!({
-            "runtimeId": id,
-            "moduleAuthToken": token,
-            "getJobUri": format!("{base}/job"),
-            "postResultUri": format!("{base}/results"),
-            "postSchemaUri": format!("{base}/schemas"),
-            "restartNotificationUri": format!("{base}/restart"),
-        });
+        let session = session_json(&self.base_url, id, token);
         Rt::from_session(self, session)
     }
 
