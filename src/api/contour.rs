@@ -70,7 +70,6 @@ pub fn finish_execute(app: &App, watch: &Watch, deadline: Instant) -> Result<Rep
             }
         },
         WaitOutcome::TimedOut => Err(Error::JobTimeout(job.clone())),
-        WaitOutcome::ShuttingDown => Err(Error::Overloaded("the emulator is shutting down".into())),
     }
 }
 
@@ -78,7 +77,6 @@ fn outcome_name(outcome: &WaitOutcome) -> &'static str {
     match outcome {
         WaitOutcome::Finished(_) => "finished",
         WaitOutcome::TimedOut => "timeout",
-        WaitOutcome::ShuttingDown => "shutdown",
     }
 }
 

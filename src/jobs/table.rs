@@ -84,8 +84,6 @@ pub enum WaitOutcome {
     Finished(Box<JobView>),
     /// The deadline passed first; the job stays and may still finish.
     TimedOut,
-    /// The emulator is shutting down.
-    ShuttingDown,
 }
 
 /// What creating a runtime session produced.
@@ -557,9 +555,7 @@ impl JobTable {
             if let Some(view) = waiters.done.get() {
                 return WaitOutcome::Finished(view.clone());
             }
-            if inner.shutting_down {
-                return WaitOutcome::ShuttingDown;
-            }
+            // No shutdown check: `shutdown` fails every open job, which fills `done`.
             let now = Instant::now();
             if now >= deadline {
                 return WaitOutcome::TimedOut;
