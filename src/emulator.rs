@@ -30,9 +30,15 @@ impl Emulator {
                  the `tls` cargo feature",
             ));
         }
+        #[cfg(unix)]
+        crate::sys::raise_fd_limit_once();
+        crate::ids::init()?;
         let bind = format!("{}:{}", config.host, config.port);
         let listener = TcpListener::bind(&bind)
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {bind}: {e}")))?;
+        #[cfg(unix)]
+        crate::sys::widen_backlog(&listener)
+            .unwrap_or_else(|e| log::warn!("listen backlog stays 128: {e}"));
         let addr = listener.local_addr()?;
         let base_url = format!("http://{addr}");
         let public_url = config

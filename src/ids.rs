@@ -1,17 +1,23 @@
 //! Random identifiers and credentials drawn from the operating system's random source.
 //!
 //! Job ids and module auth tokens must not be guessable (tokens are credentials), so they come
-//! from `/dev/urandom` rather than from a seeded PRNG. Reading a file keeps us free of a
-//! `rand`/`getrandom` dependency; `/dev/urandom` exists on every Linux, macOS and BSD.
+//! from the kernel ([`crate::sys::fill_random`]: getrandom(2) on Linux, a `/dev/urandom`
+//! descriptor kept open elsewhere) rather than from a seeded PRNG, and minting never opens a
+//! file: it works when every descriptor is taken.
+//!
+//! **Failure:** [`init`], called by `Emulator::start`, draws once, so a host without a random
+//! source fails to start with an error. Afterwards a draw cannot fail on Linux (getrandom only
+//! reports EINTR, which is retried) nor from the already-open `/dev/urandom`; the infallible
+//! [`random_bytes`]/[`random_id`] its callers use would panic (a JSON 500 in a request) only if
+//! the kernel broke that promise. [`try_random_bytes`] is the fallible form.
 
-use std::fs::File;
-use std::io::Read;
-use std::sync::Mutex;
+use std::io;
+use std::sync::{Mutex, MutexGuard};
 
 /// 128 bits of randomness, hex-encoded: 32 characters.
 const RANDOM_BYTES: usize = 16;
 
-/// Bytes read from `/dev/urandom` ahead of need, so a job id costs no system call most of the time.
+/// Random bytes drawn ahead of need, so a job id costs no system call most of the time.
 static POOL: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
 /// Returns `prefix` followed by 32 random lowercase hex characters.
@@ -28,17 +34,47 @@ pub fn random_id(prefix: &str) -> String {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// 16 random bytes.
+/// 16 random bytes; see the module docs for the (unreachable after [`init`]) failure.
 pub fn random_bytes() -> [u8; RANDOM_BYTES] {
-    let mut pool = POOL.lock().unwrap_or_else(|poison| poison.into_inner());
-    if pool.len() < RANDOM_BYTES {
-        refill(&mut pool);
-    }
+    try_random_bytes().unwrap_or_else(|e| panic!("no random bytes for an id or token: {e}"))
+}
+
+/// 16 random bytes, or why the operating system gave none.
+pub fn try_random_bytes() -> io::Result<[u8; RANDOM_BYTES]> {
+    let mut pool = pool()?;
     let at = pool.len() - RANDOM_BYTES;
     let mut out = [0u8; RANDOM_BYTES];
     out.copy_from_slice(&pool[at..]);
     pool.truncate(at);
-    out
+    Ok(out)
+}
+
+/// Proves the random source works (opening the `/dev/urandom` fallback now, where one is
+/// used) and fills the pool; `Emulator::start` calls it.
+pub fn init() -> io::Result<()> {
+    pool().map(drop)
+}
+
+/// The locked pool, holding at least [`RANDOM_BYTES`].
+fn pool() -> io::Result<MutexGuard<'static, Vec<u8>>> {
+    let mut pool = POOL.lock().unwrap_or_else(|poison| poison.into_inner());
+    if pool.len() < RANDOM_BYTES {
+        let mut fresh = [0u8; 4096];
+        fill(&mut fresh).map_err(|e| io::Error::new(e.kind(), format!("no random source: {e}")))?;
+        pool.extend_from_slice(&fresh);
+    }
+    Ok(pool)
+}
+
+#[cfg(unix)]
+use crate::sys::fill_random as fill;
+
+#[cfg(not(unix))]
+fn fill(_: &mut [u8]) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "random ids need a Unix random source",
+    ))
 }
 
 /// Reads exactly 32 lowercase hex characters (what [`random_id`] writes) back into bytes.
@@ -53,16 +89,6 @@ pub fn parse_hex16(text: &str) -> Option<[u8; RANDOM_BYTES]> {
         out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
     }
     Some(out)
-}
-
-fn refill(pool: &mut Vec<u8>) {
-    let mut fresh = vec![0u8; 4096];
-    // Without an OS random source we cannot mint credentials at all; this is not a
-    // recoverable per-request condition, so it is one of the few deliberate panics.
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut fresh))
-        .expect("reading /dev/urandom for random ids failed");
-    pool.extend_from_slice(&fresh);
 }
 
 #[cfg(test)]
@@ -93,6 +119,31 @@ mod tests {
             &format!("{id}0"),
         ] {
             assert_eq!(parse_hex16(bad), None, "{bad:?}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn minting_opens_no_file() {
+        use crate::sys::tests::{in_child, run_in_child, set_soft_nofile};
+        const NAME: &str = "ids::tests::minting_opens_no_file";
+        // A child process: no other test may open a file while no descriptor is allowed.
+        if !in_child(NAME) {
+            return run_in_child(NAME);
+        }
+        init().unwrap(); // as Emulator::start does: opens the fallback file where one is used
+        set_soft_nofile(0);
+        let opened = std::fs::File::open("/dev/null");
+        assert_eq!(
+            opened.err().and_then(|e| e.raw_os_error()),
+            Some(libc::EMFILE)
+        );
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let id = random_id("foundry_job_");
+            assert_eq!(id.len(), "foundry_job_".len() + 32);
+            assert!(parse_hex16(&id["foundry_job_".len()..]).is_some());
+            assert!(seen.insert(id));
         }
     }
 }

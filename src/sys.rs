@@ -4,13 +4,20 @@
 //! (open jobs fail with a message, waiting clients get their answer, exec commands are
 //! killed, the TLS CA file is removed). It is the classic self-pipe: the handler
 //! (async-signal-safe) writes one byte to a pipe, and the main thread blocks reading it.
+//!
+//! Resource exhaustion must be an error, never a panic, so `Emulator::start` also
+//! [raises the open-file limit](raise_fd_limit_once), [widens the listen
+//! backlog](widen_backlog) of its listeners, and random ids come from [`fill_random`],
+//! which opens no file per call.
 
 #![allow(unsafe_code)]
 
 use std::fs::File;
-use std::io::Read;
-use std::os::fd::FromRawFd;
+use std::io::{self, Read};
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Once, OnceLock};
 
 /// The pipe's write end, for the handler; -1 until installed.
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
@@ -50,5 +57,266 @@ pub fn wait_for_termination() -> std::io::Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft limit (before, after).
+///
+/// Every connection is a descriptor, and the common soft default of 1,024 is reached long
+/// before the hard one (often 2^19 or more). An infinite hard limit means `fs.nr_open` on
+/// Linux (the kernel refuses more); macOS caps at `OPEN_MAX`. A soft limit already at the
+/// target (or above it) is left alone.
+pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) fills the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let before = limit.rlim_cur;
+    #[allow(unused_mut)]
+    let mut target = limit.rlim_max;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if target == libc::RLIM_INFINITY {
+        target = read_proc_number("/proc/sys/fs/nr_open").unwrap_or(1 << 20);
+    }
+    #[cfg(target_os = "macos")]
+    {
+        // <sys/syslimits.h>; setrlimit refuses more than kern.maxfilesperproc.
+        const OPEN_MAX: libc::rlim_t = 10_240;
+        target = target.min(OPEN_MAX);
+    }
+    if before == libc::RLIM_INFINITY || target <= before {
+        return Ok((to_u64(before), to_u64(before)));
+    }
+    limit.rlim_cur = target;
+    // SAFETY: setrlimit(2) reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((to_u64(before), to_u64(target)))
+}
+
+/// [`raise_fd_limit`] once per process, logged: at debug what it did, a warning if it failed
+/// (the emulator still runs, with fewer simultaneous connections).
+pub fn raise_fd_limit_once() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| match raise_fd_limit() {
+        Ok((before, after)) if before == after => {
+            log::debug!("open-file limit (RLIMIT_NOFILE) already {before}");
+        }
+        Ok((before, after)) => {
+            log::debug!("raised the open-file limit (RLIMIT_NOFILE) from {before} to {after}");
+        }
+        Err(e) => log::warn!(
+            "cannot raise the open-file limit (RLIMIT_NOFILE): {e}; connections beyond it fail"
+        ),
+    });
+}
+
+#[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, i64 on some BSDs
+fn to_u64(value: libc::rlim_t) -> u64 {
+    value as u64
+}
+
+/// Listens again on a bound listener with the largest backlog the system allows.
+///
+/// std listens with a backlog of 128, so a burst of connects beyond it waits for a SYN retry
+/// (about a second). A second listen(2) on a listening socket only changes its backlog. The
+/// backlog asked for is the larger of `libc::SOMAXCONN` (4,096 on glibc, but 128 on musl) and
+/// Linux's `net.core.somaxconn`, the ceiling the kernel silently truncates to (read once).
+pub fn widen_backlog(listener: &TcpListener) -> io::Result<()> {
+    static BACKLOG: OnceLock<libc::c_int> = OnceLock::new();
+    let backlog = *BACKLOG.get_or_init(|| {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let system = read_proc_number("/proc/sys/net/core/somaxconn").unwrap_or(0);
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let system = 0;
+        system.max(libc::SOMAXCONN)
+    });
+    // SAFETY: listen(2) on the descriptor `listener` owns for the duration of the call.
+    if unsafe { libc::listen(listener.as_raw_fd(), backlog) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let addr = listener
+        .local_addr()
+        .map_or_else(|e| e.to_string(), |a| a.to_string());
+    log::debug!("listen backlog {backlog} on {addr}");
+    Ok(())
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn read_proc_number<T: std::str::FromStr>(path: &str) -> Option<T> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Fills `buf` with random bytes from the operating system, opening no file per call.
+///
+/// Linux and Android use getrandom(2) (flags 0: blocks only until the kernel's pool is first
+/// seeded at boot; EINTR and short reads are retried, so it cannot fail afterwards). Other
+/// unixes, and Linux before 3.17 (ENOSYS), read a `/dev/urandom` descriptor opened on first
+/// use and kept for the life of the process: `Emulator::start` draws once, so it is opened
+/// then, never when descriptors have run out.
+pub fn fill_random(buf: &mut [u8]) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        static NO_GETRANDOM: std::sync::atomic::AtomicBool =
+            std::sync::atomic::AtomicBool::new(false);
+        if !NO_GETRANDOM.load(Ordering::Relaxed) {
+            match getrandom(buf) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                    NO_GETRANDOM.store(true, Ordering::Relaxed);
+                }
+                done => return done,
+            }
+        }
+    }
+    urandom()?.read_exact(buf)
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn getrandom(mut buf: &mut [u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: getrandom(2) writes at most `buf.len()` bytes to `buf`.
+        let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        buf = &mut buf[n as usize..];
+    }
+    Ok(())
+}
+
+/// The kept `/dev/urandom` descriptor (opened at the first call).
+fn urandom() -> io::Result<&'static File> {
+    static URANDOM: OnceLock<File> = OnceLock::new();
+    if let Some(file) = URANDOM.get() {
+        return Ok(file);
+    }
+    let file = File::open("/dev/urandom")
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot open /dev/urandom: {e}")))?;
+    // A racing thread's file may win; ours is then closed.
+    Ok(URANDOM.get_or_init(|| file))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Runs the test `name` of this binary in a child process with `FOUNDRY_EMULATOR_CHILD`
+    /// set, for tests that change process-wide state (resource limits) other tests share.
+    pub(crate) fn run_in_child(name: &str) {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([name, "--exact", "--test-threads=1", "--nocapture"])
+            .env("FOUNDRY_EMULATOR_CHILD", name)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{name} failed in a child process:\n{text}"
+        );
+        assert!(text.contains("1 passed"), "{name} did not run:\n{text}");
+    }
+
+    /// True in the child process [`run_in_child`] started for `name`.
+    pub(crate) fn in_child(name: &str) -> bool {
+        std::env::var("FOUNDRY_EMULATOR_CHILD").as_deref() == Ok(name)
+    }
+
+    fn nofile() -> libc::rlimit {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        limit
+    }
+
+    pub(crate) fn set_soft_nofile(soft: libc::rlim_t) {
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            ..nofile()
+        };
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    }
+
+    #[test]
+    fn raise_fd_limit_lifts_the_soft_limit_to_the_hard_one() {
+        const NAME: &str = "sys::tests::raise_fd_limit_lifts_the_soft_limit_to_the_hard_one";
+        if !in_child(NAME) {
+            return run_in_child(NAME);
+        }
+        let hard = nofile().rlim_max;
+        if hard == libc::RLIM_INFINITY || hard <= 64 {
+            return; // nothing finite to raise to
+        }
+        set_soft_nofile(64);
+        let (before, after) = raise_fd_limit().unwrap();
+        assert_eq!(before, 64);
+        #[cfg(not(target_os = "macos"))]
+        assert_eq!(after, to_u64(hard));
+        assert_eq!(to_u64(nofile().rlim_cur), after);
+        // Already raised: a second call changes nothing.
+        assert_eq!(raise_fd_limit().unwrap(), (after, after));
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn getrandom_fills_any_length() {
+        for len in [0, 1, 16, 255, 256, 4096, 100_000] {
+            let mut buf = vec![0u8; len];
+            getrandom(&mut buf).unwrap();
+            // 32 zero bytes in a row from a working source: about 2^-256.
+            assert!(buf
+                .chunks(32)
+                .all(|c| c.len() < 32 || c.iter().any(|&b| b != 0)));
+        }
+        let (mut a, mut b) = ([0u8; 16], [0u8; 16]);
+        fill_random(&mut a).unwrap();
+        fill_random(&mut b).unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn widened_backlog_takes_a_burst_of_connects_without_accepting() {
+        const NAME: &str =
+            "sys::tests::widened_backlog_takes_a_burst_of_connects_without_accepting";
+        const CONNECTS: usize = 1_000;
+        // A child, so its thousand descriptors cannot starve the other tests.
+        if !in_child(NAME) {
+            return run_in_child(NAME);
+        }
+        let _ = raise_fd_limit();
+        if to_u64(nofile().rlim_cur) < 2 * CONNECTS as u64 {
+            return; // too few descriptors allowed to try
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if read_proc_number::<usize>("/proc/sys/net/core/somaxconn").unwrap_or(0) < CONNECTS {
+            return; // the kernel would cap the backlog below the burst
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        widen_backlog(&listener).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let started = std::time::Instant::now();
+        let mut held = Vec::with_capacity(CONNECTS);
+        for i in 0..CONNECTS {
+            // Past a full backlog the kernel drops the SYN and connect waits ~1 s for a retry.
+            let conn =
+                std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500))
+                    .unwrap_or_else(|e| panic!("connect {i} of {CONNECTS} without accepting: {e}"));
+            held.push(conn);
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 }

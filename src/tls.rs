@@ -75,6 +75,9 @@ impl TlsProxy {
                 format!("cannot listen for TLS on {host}:{port}: {e}"),
             )
         })?;
+        #[cfg(unix)]
+        crate::sys::widen_backlog(&listener)
+            .unwrap_or_else(|e| log::warn!("listen backlog stays 128: {e}"));
         let addr = listener.local_addr()?;
         let identity = match (cert, key) {
             (Some(cert), Some(key)) => Identity::load(cert, key)?,
