@@ -50,15 +50,13 @@ pub struct ServeArgs {
     /// seed config file (JSON): runtimes, deployed apps, tokens
     #[argh(option)]
     seed: Option<PathBuf>,
-    /// front worker threads taking requests off the listener (default 4)
-    #[argh(option, default = "4")]
+    /// workers for requests that never wait, beyond the wait places (default 8)
+    #[argh(option, default = "Config::default().threads")]
     threads: usize,
-    /// threads in each waiting lane, one for sync executes and one for long polls (default 64)
-    #[argh(option, default = "64")]
+    /// sync executes that may wait at once, and long polls that may be held at once; past it
+    /// an execute gets 503 and a poll 204 (default 128)
+    #[argh(option, default = "Config::default().wait_threads")]
     wait_threads: usize,
-    /// executes (and polls) that may queue for a waiting thread before 503 (204 for a poll) (default 1024)
-    #[argh(option, default = "1024")]
-    wait_queue: usize,
     /// seconds a sync execute waits for its job before 504 (default 30)
     #[argh(option, default = "Duration::from_secs(30)", from_str_fn(parse_secs))]
     execute_timeout: Duration,
@@ -71,9 +69,22 @@ pub struct ServeArgs {
     /// a bearer token the Contour routes accept; repeatable; none = any non-empty token
     #[argh(option)]
     token: Vec<String>,
-    /// threads that read large or chunked bodies and write large answers (default 16)
-    #[argh(option, default = "16")]
-    io_threads: usize,
+    /// seconds a client may take to send one whole request, or to read one answer, before
+    /// its connection is closed (default 60)
+    #[argh(
+        option,
+        default = "Config::default().io_timeout",
+        from_str_fn(parse_secs)
+    )]
+    io_timeout: Duration,
+    /// seconds open answers may still be written after SIGTERM before the remaining
+    /// connections are closed (default 5)
+    #[argh(
+        option,
+        default = "Config::default().shutdown_grace",
+        from_str_fn(parse_secs)
+    )]
+    shutdown_grace: Duration,
     /// queued jobs per runtime before submits get 503 (default 10000)
     #[argh(option, default = "10_000")]
     max_queued: usize,
@@ -162,17 +173,13 @@ impl ServeArgs {
         };
         self.add_builtins(&mut seed)?;
         let in_range = |n: usize, max: usize| (1..=max).contains(&n);
-        if !in_range(self.threads, 1024)
-            || !in_range(self.io_threads, 1024)
-            || !in_range(self.wait_threads, 4096)
-        {
+        if !in_range(self.threads, 1024) || !in_range(self.wait_threads, 4096) {
             return Err(CliError(
-                "--threads and --io-threads must be from 1 to 1024, --wait-threads from 1 to 4096"
-                    .into(),
+                "--threads must be from 1 to 1024, --wait-threads from 1 to 4096".into(),
             ));
         }
-        if self.wait_queue > 1_000_000 {
-            return Err(CliError("--wait-queue must be at most 1000000".into()));
+        if self.io_timeout.is_zero() {
+            return Err(CliError("--io-timeout must be more than 0".into()));
         }
         let tls = match (self.tls_port, &self.tls_cert, &self.tls_key) {
             (_, Some(_), None) | (_, None, Some(_)) => {
@@ -197,7 +204,6 @@ impl ServeArgs {
             seed,
             threads: self.threads,
             wait_threads: self.wait_threads,
-            wait_queue: self.wait_queue,
             execute_timeout: self.execute_timeout,
             poll_wait: self.poll_wait,
             max_body: self.max_body,
@@ -207,8 +213,8 @@ impl ServeArgs {
             max_retained_bytes: self.max_retained_bytes,
             job_ttl: self.job_ttl,
             max_job_runtime: self.max_job_runtime,
-            io_threads: self.io_threads,
-            socket_timeout: None,
+            io_timeout: self.io_timeout,
+            shutdown_grace: self.shutdown_grace,
             tls,
         })
     }

@@ -19,13 +19,13 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Runtimes, bindings and tokens to create at start-up.
     pub seed: Seed,
-    /// Front workers taking requests off the listener. Default 4.
+    /// Workers for requests that never wait (the pool's reserve beyond the wait places), so
+    /// result posts, polls and status requests always find one. Default 8.
     pub threads: usize,
-    /// Threads in each waiting lane (sync executes; long polls). Default 64.
+    /// Sync executes that may wait at once, and separately long polls that may be held at
+    /// once; each wait occupies one worker. Past it an execute gets 503 and a poll 204, with
+    /// nothing created. Default 128.
     pub wait_threads: usize,
-    /// Sync executes (and long polls) admitted beyond `wait_threads` that queue for a thread.
-    /// Default 1024.
-    pub wait_queue: usize,
     /// How long a sync execute waits for its job. Default 30 s.
     pub execute_timeout: Duration,
     /// How long an empty job poll is held open before 204; zero answers at once. Default 10 s.
@@ -44,13 +44,12 @@ pub struct Config {
     pub job_ttl: Duration,
     /// A running job with no result after this fails, so no client polls forever. Default 15 min.
     pub max_job_runtime: Duration,
-    /// Threads that read large or chunked request bodies and write large answers, so a
-    /// slow or stalled client never holds a front worker. Default 16.
-    pub io_threads: usize,
-    /// Read/write timeout of every connection, so a stalled client frees its thread. Default
-    /// `None`: the longer of `execute_timeout` and `poll_wait`, plus 5 minutes of idle
-    /// keep-alive.
-    pub socket_timeout: Option<Duration>,
+    /// Deadline for reading one whole request (from its first byte) and for writing one
+    /// answer; a slower client has its connection closed. Default 60 s.
+    pub io_timeout: Duration,
+    /// After SIGTERM (or `Running::shutdown`), how long open answers may still be written
+    /// before the remaining connections are closed. Default 5 s.
+    pub shutdown_grace: Duration,
     /// An HTTPS listener beside the plain one (needs the `tls` cargo feature). Default none.
     pub tls: Option<TlsOptions>,
 }
@@ -74,9 +73,8 @@ impl Default for Config {
             port: 4000,
             public_url: None,
             seed: Seed::default(),
-            threads: 4,
-            wait_threads: 64,
-            wait_queue: 1024,
+            threads: 8,
+            wait_threads: 128,
             execute_timeout: Duration::from_secs(30),
             poll_wait: Duration::from_secs(10),
             max_body: 64 * 1024 * 1024,
@@ -86,8 +84,8 @@ impl Default for Config {
             max_retained_bytes: 256 * 1024 * 1024,
             job_ttl: Duration::from_secs(3600),
             max_job_runtime: Duration::from_secs(15 * 60),
-            io_threads: 16,
-            socket_timeout: None,
+            io_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(5),
             tls: None,
         }
     }

@@ -8,7 +8,7 @@ use crate::api::App;
 use crate::auth::{BearerPolicy, Secret};
 use crate::config::Config;
 use crate::error::Error;
-use crate::http::{HttpServer, LaneGate, ServerOptions};
+use crate::http::{HttpServer, Permits, ServerOptions};
 use crate::jobs::table::{Limits, RuntimeView, SessionSpec};
 use crate::jobs::{EnqueueRequest, JobId, JobSource, JobTable, JobView, Target};
 use crate::runtimes::builtin::{self, Builtin};
@@ -57,32 +57,27 @@ impl Emulator {
         }));
         let builtins = seed(&table, &config);
 
-        let execute_lane = LaneGate::new("execute", config.wait_threads, config.wait_queue);
-        // Polls beyond the threads queue (their deadline counts from arrival) rather than
-        // get an instant 204, which the SDKs would answer with an immediate re-poll: a spin.
-        let poll_lane = LaneGate::new("poll", config.wait_threads, config.wait_queue);
+        let execute_permits = Permits::new("sync-execute", config.wait_threads);
+        let poll_permits = Permits::new("long-poll", config.wait_threads);
         let mut tokens = config.tokens.clone();
         tokens.extend(config.seed.tokens.iter().cloned());
+        let options = ServerOptions {
+            // Every wait place, plus the reserve that serves everything else.
+            workers: execute_permits.capacity() + poll_permits.capacity() + config.threads,
+            max_body: config.max_body,
+            io_timeout: config.io_timeout,
+        };
         let app = Arc::new(App {
             table: table.clone(),
             bearer: BearerPolicy::from_tokens(tokens),
             public_url,
             execute_timeout: config.execute_timeout,
             poll_wait: config.poll_wait,
-            execute_lane: execute_lane.clone(),
-            poll_lane: poll_lane.clone(),
+            execute_permits,
+            poll_permits,
             listen_url: base_url.clone(),
             tls: std::sync::OnceLock::new(),
         });
-        let options = ServerOptions {
-            front_threads: config.threads,
-            lanes: vec![execute_lane, poll_lane],
-            max_body: config.max_body,
-            io_threads: config.io_threads,
-            socket_timeout: config.socket_timeout.unwrap_or_else(|| {
-                config.execute_timeout.max(config.poll_wait) + std::time::Duration::from_secs(300)
-            }),
-        };
         // TLS terminates in front of the plain listener (bound above, so connections wait in
         // its backlog until the workers run).
         #[cfg(feature = "tls")]
@@ -112,6 +107,7 @@ impl Emulator {
         Ok(Running {
             addr,
             base_url,
+            shutdown_grace: config.shutdown_grace,
             janitor: Some(janitor),
             #[cfg(feature = "tls")]
             tls,
@@ -185,6 +181,7 @@ pub struct Running {
     addr: SocketAddr,
     janitor: Option<Janitor>,
     base_url: String,
+    shutdown_grace: std::time::Duration,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsProxy>,
     table: Arc<JobTable>,
@@ -268,10 +265,12 @@ impl Running {
             janitor.stop();
         }
         if let Some(http) = self.http.take() {
-            // Fail open jobs and wake every wait first, so the lanes answer their clients
-            // (through the TLS front too, which therefore stops last).
+            // New clients are refused first; then open jobs fail and every wait wakes, so
+            // waiting clients are answered (through the TLS front too, which therefore stops
+            // last) within the grace.
+            http.stop_accepting();
             self.table.shutdown();
-            http.shutdown();
+            http.shutdown(self.shutdown_grace);
             // Shutdown closed their channels and kills running exec commands: they end soon.
             for handle in self.builtin_threads.drain(..) {
                 let _ = handle.join();

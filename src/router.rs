@@ -1,8 +1,13 @@
-//! The route table: one `match` on path segments, then the method check (404 versus 405).
+//! The route table: one `match` on path segments, then the method check (404 versus 405),
+//! then the ids in the path.
+//!
+//! `HEAD` is allowed wherever `GET` is and runs the `GET` handler; the connection layer sends
+//! the answer's head only (RFC 9110 §9.3.2).
 
-use crate::api::{contour, runtime, App, Wait};
+use crate::api::names::{check_job_id, check_runtime_id};
+use crate::api::{contour, runtime, App};
 use crate::error::Error;
-use crate::http::{Outcome, Reply, Req};
+use crate::http::{Reply, Req};
 
 const CONTOUR: [&str; 3] = [
     "contour-backend-multiplexer",
@@ -11,7 +16,7 @@ const CONTOUR: [&str; 3] = [
 ];
 const RUNTIMES: [&str; 4] = ["_emulate", "foundry", "compute-modules", "runtimes"];
 
-const GET: &[&str] = &["GET"];
+const GET: &[&str] = &["GET", "HEAD"];
 const POST: &[&str] = &["POST"];
 const PUT: &[&str] = &["PUT"];
 
@@ -60,24 +65,41 @@ fn match_path<'a>(segments: &'a [&'a str]) -> Option<(&'static [&'static str], R
     }
 }
 
-/// Answers or parks one request.
-pub fn route(app: &App, req: Req) -> Outcome<Wait> {
+impl Route<'_> {
+    /// Refuses ids in the path that are not valid ids (`..`, `/`, control characters).
+    fn check_ids(&self) -> Result<(), Error> {
+        match *self {
+            Route::Poll(rt) | Route::Schemas(rt) | Route::Restart(rt) => check_runtime_id(rt),
+            Route::PostResult(rt, job) | Route::Inspect(rt, job) => {
+                check_runtime_id(rt).and_then(|()| check_job_id(job))
+            }
+            Route::Status(job) => check_job_id(job),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Answers one request.
+pub fn route(app: &App, req: Req) -> Reply {
     let segments: Vec<String> = req.segments.clone();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let Some((allowed, route)) = match_path(&segments) else {
-        let err = Error::NotFound(format!("No route for {} {}.", req.method, req.path));
-        return Outcome::Reply(err.into());
+        let err = Error::NotFound(format!(
+            "No route for {} {}.",
+            req.method.escape_debug(),
+            req.path.escape_debug()
+        ));
+        return err.into();
     };
     if !allowed.contains(&req.method.as_str()) {
-        return Outcome::Reply(Error::MethodNotAllowed(allowed).into());
+        return Error::MethodNotAllowed(allowed).into();
+    }
+    if let Err(e) = route.check_ids() {
+        return e.into();
     }
     let reply = match route {
-        Route::Execute => {
-            return contour::execute(app, req).unwrap_or_else(|e| Outcome::Reply(e.into()))
-        }
-        Route::Poll(rt) => {
-            return runtime::poll(app, req, rt).unwrap_or_else(|e| Outcome::Reply(e.into()))
-        }
+        Route::Execute => contour::execute(app, req),
+        Route::Poll(rt) => runtime::poll(app, req, rt),
         Route::Submit => contour::submit(app, req),
         Route::Status(id) => contour::status(app, req, id),
         Route::Result => contour::result(app, req),
@@ -89,5 +111,5 @@ pub fn route(app: &App, req: Req) -> Outcome<Wait> {
         Route::Health => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
         Route::Info => Ok(Reply::json(200, &crate::api::wire::info(app))),
     };
-    Outcome::Reply(reply.into())
+    reply.into()
 }

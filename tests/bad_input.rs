@@ -420,7 +420,7 @@ fn bad_input_table() {
             RUNTIMES,
             vec![json_type()],
             Body::Bytes(br#"{"runtimeId":"a/b"}"#),
-            invalid("Field 'runtimeId' must not contain '/'."),
+            invalid("The runtime id \"a/b\" is not valid: an id may not be empty, \".\" or \"..\", nor contain \"/\" or control characters."),
         ),
         row(
             "create runtime: rid is a number",
@@ -533,7 +533,7 @@ fn bad_input_table() {
             &status,
             contour(),
             Body::Bytes(b"{}"),
-            not_allowed("GET"),
+            not_allowed("GET, HEAD"),
         ),
         row(
             "GET result",
@@ -565,7 +565,7 @@ fn bad_input_table() {
             &r("/rt/job"),
             vec![module()],
             Body::Bytes(b""),
-            not_allowed("GET"),
+            not_allowed("GET, HEAD"),
         ),
         row(
             "GET schemas",
@@ -597,7 +597,7 @@ fn bad_input_table() {
             &r(&format!("/rt/jobs/{probe}")),
             vec![],
             Body::Bytes(b""),
-            not_allowed("GET"),
+            not_allowed("GET, HEAD"),
         ),
         row(
             "POST health",
@@ -605,7 +605,7 @@ fn bad_input_table() {
             "/_emulate/health",
             vec![],
             Body::Bytes(b""),
-            not_allowed("GET"),
+            not_allowed("GET, HEAD"),
         ),
         // Bodies that never arrive whole.
         row(

@@ -38,26 +38,34 @@ fn command(args: &[&str]) -> Command {
     cmd
 }
 
-/// A `serve` child; killed (and reaped) on drop.
-struct Served {
-    child: Child,
-    base: String,
+/// A `serve` child; killed (and reaped) on drop. Also used by `framing` (log lines, leaks).
+pub(crate) struct Served {
+    pub(crate) child: Child,
+    pub(crate) base: String,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// Gets `()` once the child's stderr pipe has closed.
+    stderr_done: mpsc::Receiver<()>,
 }
 
 impl Served {
     /// `serve --port 0 ARGS…`; returns once the first stdout line announced the address.
     fn start(args: &[&str]) -> Served {
+        Served::start_env(args, &[])
+    }
+
+    /// Like [`Served::start`], with extra environment variables (e.g. `RUST_LOG`).
+    pub(crate) fn start_env(args: &[&str], env: &[(&str, &str)]) -> Served {
         let mut full = vec!["serve", "--port", "0"];
         full.extend_from_slice(args);
         let mut child = command(&full)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn foundry-emulator serve");
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        drain_into(child.stderr.take().unwrap(), stderr.clone());
+        let stderr_done = drain_joinable(child.stderr.take().unwrap(), stderr.clone());
         let (line_tx, line_rx) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
@@ -70,6 +78,7 @@ impl Served {
             child,
             base: String::new(),
             stderr,
+            stderr_done,
         };
         let first = match line_rx.recv_timeout(CHILD_DEADLINE) {
             Ok(Some(Ok(line))) => line,
@@ -86,8 +95,27 @@ impl Served {
         served
     }
 
-    fn stderr_text(&self) -> String {
+    pub(crate) fn stderr_text(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// Stops the server with SIGTERM (so every log line is written), waits for it to exit and
+    /// for its stderr to close, and returns that stderr. Bounded by [`CHILD_DEADLINE`].
+    pub(crate) fn stop(&mut self) -> Vec<u8> {
+        let term = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(term.success(), "kill -TERM {}", self.child.id());
+        let deadline = Instant::now() + CHILD_DEADLINE;
+        while self.child.try_wait().expect("try_wait").is_none() {
+            assert!(Instant::now() < deadline, "serve ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.stderr_done
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the child's stderr closes after it exits");
+        self.stderr.lock().unwrap().clone()
     }
 
     /// `--emulator BASE` for a client subcommand.
@@ -116,18 +144,6 @@ impl Drop for Served {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn drain_into(mut pipe: impl Read + Send + 'static, sink: Arc<Mutex<Vec<u8>>>) {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = pipe.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-    });
 }
 
 /// What a finished child left behind.

@@ -193,25 +193,24 @@ fn a_small_front_pool_serves_threads_plus_twenty_concurrent_executes() {
 }
 
 #[test]
-fn with_no_wait_queue_executes_beyond_capacity_get_503_and_the_rest_200() {
+fn executes_beyond_the_wait_places_get_503_at_once_and_the_rest_200() {
     const THREADS: usize = 2;
     const WAIT_THREADS: usize = 4;
     const CLIENTS: usize = THREADS + 20;
     let server = TestServer::start(|cfg| {
         cfg.threads = THREADS;
         cfg.wait_threads = WAIT_THREADS;
-        cfg.wait_queue = 0;
         cfg.execute_timeout = Duration::from_secs(30);
     });
     let rt = server.runtime_bound("rt", RID);
     let overloaded = format!(
-        "The emulator is overloaded: all {WAIT_THREADS} places of the execute lane are taken. Retry later."
+        "The emulator is overloaded: all {WAIT_THREADS} sync-execute wait places are taken (--wait-threads). Retry later."
     );
     let barrier = Barrier::new(CLIENTS);
     thread::scope(|s| {
         let (done_tx, done_rx) = mpsc::channel();
         let clients = concurrent_executes(s, &server, &barrier, CLIENTS, "shed", Some(done_tx));
-        // Nobody answers jobs yet, so exactly the lane's places are taken and kept: every
+        // Nobody answers jobs yet, so exactly the wait places are taken and kept: every
         // other request must come back at once with 503.
         for _ in 0..CLIENTS - WAIT_THREADS {
             let (nonce, resp) = done_rx
@@ -287,13 +286,13 @@ fn shutdown_answers_parked_polls_and_blocked_executes() {
 }
 
 /// A poll that reaches the job table after shutdown must not wait out its deadline: the
-/// HTTP server joins its lane threads after `JobTable::shutdown`, so such a poll would hold
+/// HTTP server joins its workers after `JobTable::shutdown`, so such a poll would hold
 /// `Running::shutdown` for up to the poll wait. Driven on the table directly, because over
-/// HTTP the window (between `JobTable::shutdown` and the front workers stopping) is tiny.
+/// HTTP the window (between `JobTable::shutdown` and the workers stopping) is tiny.
 #[test]
 fn a_poll_reaching_the_table_after_shutdown_returns_at_once() {
     use foundry_emulator::jobs::table::{Limits, SessionSpec};
-    use foundry_emulator::jobs::JobTable;
+    use foundry_emulator::jobs::{JobTable, NeverCancel, Taker};
     use std::sync::Arc;
     use std::time::Instant;
 
@@ -307,7 +306,13 @@ fn a_poll_reaching_the_table_after_shutdown_returns_at_once() {
     let token = session.token.expose().to_string();
     let waiter = Arc::clone(&table);
     thread::spawn(move || {
-        let got = waiter.next_job("rt", Some(&token), Instant::now() + Duration::from_secs(60));
+        let got = waiter.next_job(
+            "rt",
+            Some(&token),
+            Instant::now() + Duration::from_secs(60),
+            Taker::Module,
+            &NeverCancel,
+        );
         let _ = tx.send(got.map(|job| job.is_some()));
     });
     let got = rx

@@ -97,22 +97,22 @@ fn a_running_job_without_result_fails_after_max_job_runtime() {
     assert_eq!(rt.post_result(&id, b"late").status, 409);
 }
 
-/// A server with one front worker, one I/O thread and a 300 ms socket timeout.
-fn one_worker_one_io_thread() -> TestServer {
+/// A server with one spare worker, one wait place of each kind and a 300 ms I/O deadline.
+fn one_worker_short_io_timeout() -> TestServer {
     TestServer::start(|cfg| {
         cfg.threads = 1;
-        cfg.io_threads = 1;
-        cfg.socket_timeout = Some(Duration::from_millis(300));
+        cfg.wait_threads = 1;
+        cfg.io_timeout = Duration::from_millis(300);
     })
 }
 
-/// A client that announces a large body and then stalls: its body is read on an I/O thread,
-/// so the only front worker keeps serving, and the socket timeout frees the only I/O thread
-/// for the next large body.
+/// A client that announces a large body and then stalls: its body is read on its own
+/// connection thread, so no worker waits for it, and large bodies from others still go
+/// through.
 #[test]
 fn a_stalled_upload_holds_neither_the_front_worker_nor_the_io_thread_for_long() {
     use std::io::Write;
-    let server = one_worker_one_io_thread();
+    let server = one_worker_short_io_timeout();
     let rt = server.runtime_bound("rt", RID);
     let app = server.app();
     let mut stalled = std::net::TcpStream::connect(server.addr).unwrap();
@@ -122,8 +122,7 @@ fn a_stalled_upload_holds_neither_the_front_worker_nor_the_io_thread_for_long() 
     );
     stalled.write_all(head.as_bytes()).unwrap();
     server.assert_alive();
-    // A 64 KiB result needs the I/O thread: only the timeout can have freed it, since
-    // `stalled` stays open until the end of the test.
+    // A 64 KiB result while `stalled` is still open (it stays open until the end).
     let id = app.submit_id(RID, "q", json!({}));
     assert_eq!(rt.next_job_id(), id);
     let big = vec![b'x'; 64 * 1024];
@@ -132,12 +131,12 @@ fn a_stalled_upload_holds_neither_the_front_worker_nor_the_io_thread_for_long() 
     drop(stalled);
 }
 
-/// A client that never reads a large answer: the answer is written on an I/O thread, and the
-/// write timeout frees that thread for the next large answer.
+/// A client that never reads a large answer: the answer is written by its own connection
+/// thread, so the workers and the next large answer are not held.
 #[test]
 fn a_client_that_never_reads_holds_no_thread_for_long() {
     use std::io::Write;
-    let server = one_worker_one_io_thread();
+    let server = one_worker_short_io_timeout();
     let rt = server.runtime_bound("rt", RID);
     let app = server.app();
     let id = app.submit_id(RID, "q", json!({}));
@@ -159,7 +158,7 @@ fn a_client_that_never_reads_holds_no_thread_for_long() {
 }
 
 /// A request asking to upgrade (what `curl --http2` sends over plain HTTP) has no body: it is
-/// answered, and it does not hold the only front worker reading a socket that never ends.
+/// answered, and it does not hold a worker reading a socket that never ends.
 #[test]
 fn an_upgrade_request_is_answered_and_holds_no_worker() {
     use std::io::{Read, Write};
@@ -181,7 +180,7 @@ fn an_upgrade_request_is_answered_and_holds_no_worker() {
 }
 
 /// A request pipelined behind a sync execute that waits is not read until that execute is
-/// answered, so the only front worker stays free for everyone else.
+/// answered, so the workers stay free for everyone else.
 #[test]
 fn a_request_pipelined_behind_a_waiting_execute_does_not_block_the_worker() {
     use std::io::Write;
@@ -197,7 +196,7 @@ fn a_request_pipelined_behind_a_waiting_execute_does_not_block_the_worker() {
     let mut conn = std::net::TcpStream::connect(server.addr).unwrap();
     conn.write_all(pipelined.as_bytes()).unwrap();
     // The execute waits (no module polls "idle") for the 5 s test timeout; meanwhile another
-    // client is served by the only front worker.
+    // client is served by the workers.
     server.assert_alive();
     drop(conn);
 }

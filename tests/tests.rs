@@ -30,3 +30,9 @@ mod tls;
 
 // The real Python and TypeScript compute-module SDKs run as modules (needs .ci/setup-sdks.sh).
 mod sdk;
+
+// HTTP/1.1 framing: smuggling, limits, versions, HEAD, ids and log escaping, raw sockets.
+mod framing;
+
+// Availability: slow, stalled, vanished and idle clients; abandoned polls; fd limits; SIGTERM.
+mod availability;

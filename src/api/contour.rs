@@ -2,10 +2,11 @@
 
 use std::time::Instant;
 
-use super::{wire, App, Wait};
+use super::{wire, App};
 use crate::error::Error;
-use crate::http::{Outcome, Reply, Req};
-use crate::jobs::{EnqueueRequest, JobId, JobSource, JobState, Target, WaitOutcome, Watch};
+use crate::http::server::PERMIT_PATIENCE;
+use crate::http::{Reply, Req};
+use crate::jobs::{EnqueueRequest, JobId, JobSource, JobState, Target, WaitOutcome};
 
 /// Rejects a request without an acceptable bearer token.
 fn authorize(app: &App, req: &Req) -> Result<(), Error> {
@@ -17,7 +18,7 @@ fn authorize(app: &App, req: &Req) -> Result<(), Error> {
 }
 
 fn job_request(req: &Req, source: JobSource) -> Result<EnqueueRequest, Error> {
-    let body = wire::ExecuteBody::parse(req.body()?)?;
+    let body = wire::ExecuteBody::parse(&req.body)?;
     Ok(EnqueueRequest {
         target: Target::App {
             rid: body.deployed_app_rid,
@@ -30,31 +31,22 @@ fn job_request(req: &Req, source: JobSource) -> Result<EnqueueRequest, Error> {
     })
 }
 
-/// `POST .../compute-modules/jobs/execute`: enqueue, then wait in the execute lane.
-pub fn execute(app: &App, req: Req) -> Result<Outcome<Wait>, Error> {
+/// `POST .../compute-modules/jobs/execute`: enqueue, then wait here for the job's end.
+pub fn execute(app: &App, req: Req) -> Result<Reply, Error> {
     authorize(app, &req)?;
-    // Take the lane place first: if there is none, nothing has been created yet.
-    let ticket = app
-        .execute_lane
-        .try_enter()
-        .ok_or_else(|| app.execute_lane.overloaded())?;
-    // Watched from the moment it exists: the job may end (and even be evicted) before a
-    // lane thread picks this wait up.
+    // Take the wait place first: if there is none, nothing has been created yet.
+    let _permit = app
+        .execute_permits
+        .take_within(PERMIT_PATIENCE)
+        .ok_or_else(|| app.execute_permits.overloaded())?;
+    // Watched from the moment it exists: the job may end (and even be evicted) at once.
     let watch = app
         .table
         .enqueue_watched(job_request(&req, JobSource::ContourSync)?)?;
-    Ok(Outcome::Wait(Wait::Execute {
-        watch,
-        deadline: super::deadline(req.received_at, app.execute_timeout),
-        _ticket: ticket,
-    }))
-}
-
-/// The waiting half of execute, on a lane thread.
-pub fn finish_execute(app: &App, watch: &Watch, deadline: Instant) -> Result<Reply, Error> {
+    let job = watch.id().clone();
+    let deadline = super::deadline(req.received_at, app.execute_timeout);
     let started = Instant::now();
-    let job = watch.id();
-    let outcome = app.table.wait_terminal(watch, deadline);
+    let outcome = app.table.wait_terminal(&watch, deadline, &req.gone);
     log::debug!(
         "execute wait for {job} ended ({}) after {}us",
         outcome_name(&outcome),
@@ -69,7 +61,8 @@ pub fn finish_execute(app: &App, watch: &Watch, deadline: Instant) -> Result<Rep
                 })))
             }
         },
-        WaitOutcome::TimedOut => Err(Error::JobTimeout(job.clone())),
+        // Abandoned: the client left, so nobody reads this; the job goes on.
+        WaitOutcome::TimedOut | WaitOutcome::Abandoned => Err(Error::JobTimeout(job)),
     }
 }
 
@@ -77,6 +70,7 @@ fn outcome_name(outcome: &WaitOutcome) -> &'static str {
     match outcome {
         WaitOutcome::Finished(_) => "finished",
         WaitOutcome::TimedOut => "timeout",
+        WaitOutcome::Abandoned => "client gone",
     }
 }
 
@@ -100,7 +94,7 @@ pub fn status(app: &App, req: Req, job_id: &str) -> Result<Reply, Error> {
 /// `PUT .../jobs/result/v2`: the raw result of a succeeded job.
 pub fn result(app: &App, req: Req) -> Result<Reply, Error> {
     authorize(app, &req)?;
-    let id = wire::result_request_job_id(req.body()?)?;
+    let id = wire::result_request_job_id(&req.body)?;
     let job = app.table.job(&id)?;
     match (job.state, job.result) {
         (JobState::Succeeded, Some(bytes)) => Ok(Reply::octets(bytes)),

@@ -4,6 +4,7 @@
 //! themselves (the job table does), and the only JSON they build comes from `wire`.
 
 pub mod contour;
+pub mod names;
 pub mod runtime;
 pub mod wire;
 
@@ -11,8 +12,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::auth::BearerPolicy;
-use crate::http::{Handler, LaneGate, LaneTicket, Outcome, Reply, Req};
-use crate::jobs::{JobTable, Watch};
+use crate::http::{ClientGone, Handler, Permits, Reply, Req};
+use crate::jobs::{Cancel, JobTable};
 
 /// Everything a handler may use.
 pub struct App {
@@ -22,8 +23,10 @@ pub struct App {
     pub public_url: String,
     pub execute_timeout: Duration,
     pub poll_wait: Duration,
-    pub execute_lane: Arc<LaneGate>,
-    pub poll_lane: Arc<LaneGate>,
+    /// Sync executes that may wait at once (`--wait-threads`).
+    pub execute_permits: Arc<Permits>,
+    /// Long polls that may be held at once (`--wait-threads`).
+    pub poll_permits: Arc<Permits>,
     /// `http://ADDR` of the plain listener.
     pub listen_url: String,
     /// Set once the TLS listener runs (`--tls-port`); read by `GET /_emulate/info`.
@@ -37,23 +40,6 @@ pub struct TlsInfo {
     pub ca_path: Option<String>,
 }
 
-/// A request parked in a waiting lane.
-pub enum Wait {
-    /// A sync execute waiting for its job to end.
-    Execute {
-        watch: Watch,
-        deadline: Instant,
-        _ticket: LaneTicket,
-    },
-    /// An empty job poll held open until a job arrives or `deadline`.
-    Poll {
-        runtime_id: String,
-        token: Option<String>,
-        deadline: Instant,
-        _ticket: LaneTicket,
-    },
-}
-
 /// `from + wait`, saturating: a configured wait too large for an `Instant` means "a year".
 pub fn deadline(from: Instant, wait: Duration) -> Instant {
     from.checked_add(wait)
@@ -61,36 +47,21 @@ pub fn deadline(from: Instant, wait: Duration) -> Instant {
         .unwrap_or(from)
 }
 
-/// Lane indexes, in the order `Emulator::start` creates the gates.
-pub const EXECUTE_LANE: usize = 0;
-pub const POLL_LANE: usize = 1;
-
 impl Handler for App {
-    type Wait = Wait;
-
-    fn handle(&self, req: Req) -> Outcome<Wait> {
+    fn handle(&self, req: Req) -> Reply {
         crate::router::route(self, req)
     }
+}
 
-    fn lane(wait: &Wait) -> usize {
-        match wait {
-            Wait::Execute { .. } => EXECUTE_LANE,
-            Wait::Poll { .. } => POLL_LANE,
-        }
+/// A client that leaves ends the wait it was in (the job table only sees a `Cancel`).
+impl Cancel for ClientGone {
+    fn is_cancelled(&self) -> bool {
+        self.is_gone()
     }
-
-    fn finish(&self, wait: Wait) -> Reply {
-        match wait {
-            Wait::Execute {
-                watch, deadline, ..
-            } => contour::finish_execute(self, &watch, deadline),
-            Wait::Poll {
-                runtime_id,
-                token,
-                deadline,
-                ..
-            } => runtime::finish_poll(self, &runtime_id, token.as_deref(), deadline),
-        }
-        .into()
+    fn on_cancel(&self, waker: Box<dyn FnOnce() + Send>) {
+        self.on_gone(waker)
+    }
+    fn clear(&self) {
+        ClientGone::clear(self)
     }
 }

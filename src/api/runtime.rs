@@ -1,13 +1,13 @@
 //! The runtime API, the compute-module side: sessions, job polls, schemas, results, restart,
 //! and job inspection.
 
-use std::time::Instant;
+use std::sync::Arc;
 
-use super::{wire, App, Wait};
+use super::{wire, App};
 use crate::error::Error;
-use crate::http::{Outcome, Reply, Req};
+use crate::http::{Reply, Req};
 use crate::jobs::table::SessionSpec;
-use crate::jobs::{Dispatched, JobId};
+use crate::jobs::{Dispatched, JobId, JobTable, Taker};
 
 /// Path of the runtime API, relative to the public base URL.
 pub const RUNTIMES_PATH: &str = "/_emulate/foundry/compute-modules/runtimes";
@@ -18,7 +18,7 @@ fn module_token(req: &Req) -> Option<&str> {
 
 /// `POST /runtimes`: create or reset a session.
 pub fn create(app: &App, req: Req) -> Result<Reply, Error> {
-    let body = wire::CreateRuntimeBody::parse(req.body()?)?;
+    let body = wire::CreateRuntimeBody::parse(&req.body)?;
     let spec = SessionSpec {
         runtime_id: body.runtime_id.clone(),
         display_name: body.display_name,
@@ -27,14 +27,14 @@ pub fn create(app: &App, req: Req) -> Result<Reply, Error> {
         token: None,
     };
     let session = app.table.create_runtime(spec);
+    let shown = body.runtime_id.escape_debug();
     if session.was_reset {
         log::info!(
-            "runtime '{}' reset; {} open job(s) failed",
-            body.runtime_id,
+            "runtime '{shown}' reset; {} open job(s) failed",
             session.failed_jobs.len()
         );
     } else {
-        log::info!("runtime '{}' created", body.runtime_id);
+        log::info!("runtime '{shown}' created");
     }
     let base = format!("{}{RUNTIMES_PATH}", app.public_url);
     Ok(Reply::json(
@@ -43,59 +43,58 @@ pub fn create(app: &App, req: Req) -> Result<Reply, Error> {
     ))
 }
 
-/// `GET /runtimes/:id/job`: the oldest queued job, else a long poll in the poll lane.
-pub fn poll(app: &App, req: Req, runtime_id: &str) -> Result<Outcome<Wait>, Error> {
+/// `GET /runtimes/:id/job`: the oldest queued job, else a long poll held here until a job
+/// arrives, the wait ends, or the module's connection closes.
+pub fn poll(app: &App, req: Req, runtime_id: &str) -> Result<Reply, Error> {
     let token = module_token(&req);
     let taken = app.table.try_take(runtime_id, token)?;
     if let Some(job) = taken.job {
-        return dispatched(&job).map(Outcome::Reply);
+        return dispatched(&app.table, job);
     }
     // The first poll of a session is answered at once: the TypeScript SDK posts its schemas
     // only after its first poll returns, so holding that poll would delay them.
     if app.poll_wait.is_zero() || taken.first_poll {
-        return Ok(Outcome::Reply(Reply::empty(204)));
+        return Ok(Reply::empty(204));
     }
-    let Some(ticket) = app.poll_lane.try_enter() else {
-        // The poll lane (threads and queue) is full: answering "no job now" is truthful,
-        // and the module simply polls again.
-        return Ok(Outcome::Reply(Reply::empty(204)));
+    let Some(_permit) = app.poll_permits.try_take() else {
+        // Every poll place is taken: "no job now" is truthful, and the module polls again.
+        return Ok(Reply::empty(204));
     };
-    Ok(Outcome::Wait(Wait::Poll {
-        runtime_id: runtime_id.to_string(),
-        token: token.map(str::to_string),
-        deadline: super::deadline(req.received_at, app.poll_wait),
-        _ticket: ticket,
-    }))
-}
-
-/// The waiting half of a poll, on a lane thread.
-pub fn finish_poll(
-    app: &App,
-    runtime_id: &str,
-    token: Option<&str>,
-    deadline: Instant,
-) -> Result<Reply, Error> {
-    match app.table.next_job(runtime_id, token, deadline)? {
-        Some(job) => dispatched(&job),
+    let deadline = super::deadline(req.received_at, app.poll_wait);
+    match app
+        .table
+        .next_job(runtime_id, token, deadline, Taker::Module, &req.gone)?
+    {
+        Some(job) => dispatched(&app.table, job),
         None => Ok(Reply::empty(204)),
     }
 }
 
-fn dispatched(job: &Dispatched) -> Result<Reply, Error> {
-    Ok(Reply::json_bytes(200, wire::envelope(job)?))
+/// The envelope of a job reserved for this poll. The job turns `running` once the envelope
+/// was written to the module, and goes back to the head of the queue if it was not.
+fn dispatched(table: &Arc<JobTable>, job: Dispatched) -> Result<Reply, Error> {
+    let envelope = match wire::envelope(&job) {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            table.delivered(&job.job_id, false);
+            return Err(e);
+        }
+    };
+    let (table, id) = (table.clone(), job.job_id);
+    Ok(Reply::json_bytes(200, envelope).on_delivered(move |ok| table.delivered(&id, ok)))
 }
 
 /// `POST /runtimes/:id/schemas`.
 pub fn schemas(app: &App, req: Req, runtime_id: &str) -> Result<Reply, Error> {
     let token = module_token(&req);
-    let schemas = wire::schemas(req.body()?)?;
+    let schemas = wire::schemas(&req.body)?;
     app.table.put_schemas(runtime_id, token, schemas)?;
     Ok(Reply::json(200, &serde_json::json!({})))
 }
 
 /// `POST /runtimes/:id/results/:jobId`: the body is the result, byte for byte.
 pub fn result(app: &App, mut req: Req, runtime_id: &str, job_id: &str) -> Result<Reply, Error> {
-    let body = req.take_body()?;
+    let body = req.take_body();
     let content_type = req.header("content-type").map(str::to_string);
     let token = module_token(&req);
     app.table.complete(

@@ -321,12 +321,12 @@ impl CreateRuntimeBody {
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty()))
         };
-        let runtime_id = fields.required_str("runtimeId")?;
-        if runtime_id.contains('/') {
-            return Err(Error::InvalidRequest(
-                "Field 'runtimeId' must not contain '/'.".into(),
-            ));
+        // Checked as sent, before trimming: `rt\r` is refused, not quietly made `rt`.
+        let sent = fields.opt_str("runtimeId").ok().flatten();
+        if let Some(raw) = sent.filter(|s| !s.trim().is_empty()) {
+            crate::api::names::check_runtime_id(raw.trim_matches(' '))?;
         }
+        let runtime_id = fields.required_str("runtimeId")?;
         Ok(CreateRuntimeBody {
             runtime_id,
             deployed_app_rid: non_blank("deployedAppRid")?,

@@ -1,11 +1,12 @@
-//! HTTP plumbing: owned requests, replies, and the tiny_http worker pool with its waiting lanes.
+//! HTTP plumbing: whole requests, replies, and the worker pool over the vendored tiny_http.
 //!
-//! **Boundary:** only `http::server` touches tiny_http; nothing here knows a route or a job.
+//! **Boundary:** only `http::server` (and `ClientGone`, a wrapper) touches tiny_http; nothing
+//! here knows a route or a job.
 
 pub mod reply;
 pub mod req;
 pub mod server;
 
 pub use reply::Reply;
-pub use req::{Body, Req};
-pub use server::{Handler, HttpServer, LaneGate, LaneTicket, Outcome, ServerOptions};
+pub use req::{ClientGone, Req};
+pub use server::{Handler, HttpServer, Permit, Permits, ServerOptions};

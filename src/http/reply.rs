@@ -22,12 +22,28 @@ impl AsRef<[u8]> for Bytes {
     }
 }
 
+/// Told once whether the whole answer reached a client that was still there.
+pub type OnDelivered = Box<dyn FnOnce(bool) + Send>;
+
 /// What a handler answers.
-#[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Bytes,
+    /// Set on answers that hand something over (a job envelope): the connection thread
+    /// reports whether they were delivered.
+    pub on_delivered: Option<OnDelivered>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &self.body)
+            .field("on_delivered", &self.on_delivered.is_some())
+            .finish()
+    }
 }
 
 impl Reply {
@@ -43,6 +59,7 @@ impl Reply {
             status,
             headers: vec![("Content-Type", "application/json".to_string())],
             body: Bytes::Owned(body),
+            on_delivered: None,
         }
     }
 
@@ -52,6 +69,7 @@ impl Reply {
             status: 200,
             headers: vec![("Content-Type", "application/octet-stream".to_string())],
             body: Bytes::Shared(bytes),
+            on_delivered: None,
         }
     }
 
@@ -61,7 +79,35 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: Bytes::Owned(Vec::new()),
+            on_delivered: None,
         }
+    }
+}
+
+impl Reply {
+    /// Reports delivery of this answer to `report`.
+    pub fn on_delivered(mut self, report: impl FnOnce(bool) + Send + 'static) -> Reply {
+        self.on_delivered = Some(Box::new(report));
+        self
+    }
+
+    /// The answer as the connection thread writes it. A `Connection: close` header asks the
+    /// connection to close after it.
+    pub fn into_response(self) -> tiny_http::Response {
+        let close = self
+            .headers
+            .iter()
+            .any(|(name, value)| name.eq_ignore_ascii_case("connection") && value == "close");
+        let mut response = tiny_http::Response::new(self.status, Box::new(self.body));
+        response.headers = self
+            .headers
+            .into_iter()
+            .filter(|(name, _)| !name.eq_ignore_ascii_case("connection"))
+            .map(|(name, value)| (name.to_string(), value))
+            .collect();
+        response.close = close;
+        response.on_delivered = self.on_delivered;
+        response
     }
 }
 

@@ -1,39 +1,60 @@
-//! An owned, socket-free request: what handlers see.
+//! A whole, socket-free request: what handlers see.
 
 use std::time::Instant;
 
-use crate::error::Error;
+/// Whether the client of a request is still there: fires when it closes its connection
+/// while the request is being handled (a long poll or a sync execute it gave up on).
+#[derive(Debug, Clone, Default)]
+pub struct ClientGone(tiny_http::GoneWatch);
 
-/// The request body as read by the server, capped at `--max-body`.
-#[derive(Debug, Clone)]
-pub enum Body {
-    /// The whole body.
-    Complete(Vec<u8>),
-    /// Longer than the limit (carried here); the rest was not read.
-    TooLarge(u64),
-    /// The client closed or broke the connection mid-body; carries the reason.
-    Broken(String),
+impl ClientGone {
+    pub fn new(watch: tiny_http::GoneWatch) -> ClientGone {
+        ClientGone(watch)
+    }
+
+    /// For a request built without a connection: never fires.
+    pub fn never() -> ClientGone {
+        ClientGone(tiny_http::GoneWatch::never())
+    }
+
+    pub fn is_gone(&self) -> bool {
+        self.0.is_gone()
+    }
+
+    /// Runs `waker` once when the client goes (at once if it has gone).
+    pub fn on_gone(&self, waker: Box<dyn FnOnce() + Send>) {
+        self.0.on_gone(waker)
+    }
+
+    /// Drops a waker that has not run.
+    pub fn clear(&self) {
+        self.0.clear()
+    }
 }
 
-/// An HTTP request copied out of tiny_http.
+/// An HTTP request, whole: what handlers see.
 #[derive(Debug, Clone)]
 pub struct Req {
-    /// Upper-case method, e.g. `POST`.
+    /// Upper-case method, e.g. `POST` (`HEAD` is routed like `GET`).
     pub method: String,
-    /// The path without the query string, as sent.
+    /// The path without the query string, as sent (ASCII: the server percent-encodes any
+    /// other byte).
     pub path: String,
     /// Percent-decoded, non-empty path segments (`/a//b/` gives `["a", "b"]`).
     pub segments: Vec<String>,
     /// Header names lower-cased, values as sent.
     pub headers: Vec<(String, String)>,
-    pub body: Body,
-    /// When the server took the request off the connection; deadlines count from here.
+    /// The whole body (the server refuses one over `--max-body` before a handler runs).
+    pub body: Vec<u8>,
+    /// When the request's first byte arrived; deadlines count from here.
     pub received_at: Instant,
+    /// Fires when the client leaves before its answer.
+    pub gone: ClientGone,
 }
 
 impl Req {
     /// Builds a request from its parts; the URL may carry a query string, which is ignored.
-    pub fn new(method: &str, url: &str, headers: Vec<(String, String)>, body: Body) -> Req {
+    pub fn new(method: &str, url: &str, headers: Vec<(String, String)>, body: Vec<u8>) -> Req {
         let path = url.split(['?', '#']).next().unwrap_or("").to_string();
         let segments = path
             .split('/')
@@ -51,7 +72,15 @@ impl Req {
             headers,
             body,
             received_at: Instant::now(),
+            gone: ClientGone::never(),
         }
+    }
+
+    /// The same request, with when it arrived and how to see its client leave.
+    pub fn arrived(mut self, received_at: Instant, gone: ClientGone) -> Req {
+        self.received_at = received_at;
+        self.gone = gone;
+        self
     }
 
     /// The first header of that (case-insensitive) name.
@@ -62,24 +91,9 @@ impl Req {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The body bytes, or the error that reading it ran into.
-    pub fn body(&self) -> Result<&[u8], Error> {
-        match &self.body {
-            Body::Complete(bytes) => Ok(bytes),
-            Body::TooLarge(limit) => Err(Error::PayloadTooLarge(*limit)),
-            Body::Broken(why) => Err(Error::InvalidRequest(format!(
-                "The request body could not be read: {why}."
-            ))),
-        }
-    }
-
     /// Takes the body out of the request without copying it.
-    pub fn take_body(&mut self) -> Result<Vec<u8>, Error> {
-        self.body()?;
-        match std::mem::replace(&mut self.body, Body::Complete(Vec::new())) {
-            Body::Complete(bytes) => Ok(bytes),
-            _ => unreachable!("checked by body() above"),
-        }
+    pub fn take_body(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.body)
     }
 }
 
@@ -117,12 +131,7 @@ mod tests {
 
     #[test]
     fn segments_are_split_decoded_and_query_dropped() {
-        let req = Req::new(
-            "get",
-            "/a//b%2Fc/%zz/?x=1",
-            Vec::new(),
-            Body::Complete(Vec::new()),
-        );
+        let req = Req::new("get", "/a//b%2Fc/%zz/?x=1", Vec::new(), Vec::new());
         assert_eq!(req.method, "GET");
         assert_eq!(req.path, "/a//b%2Fc/%zz/");
         assert_eq!(req.segments, vec!["a", "b/c", "%zz"]);
@@ -134,7 +143,7 @@ mod tests {
             "GET",
             "/",
             vec![("Module-Auth-Token".into(), "t".into())],
-            Body::Complete(Vec::new()),
+            Vec::new(),
         );
         assert_eq!(req.header("module-auth-token"), Some("t"));
         assert_eq!(req.header("MODULE-AUTH-TOKEN"), Some("t"));

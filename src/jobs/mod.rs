@@ -9,7 +9,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use table::{Dispatched, EnqueueRequest, JobTable, Taken, Target, WaitOutcome, Watch};
+pub use table::{
+    Cancel, Dispatched, EnqueueRequest, JobTable, NeverCancel, Taken, Taker, Target, WaitOutcome,
+    Watch,
+};
 
 /// A job id, `foundry_job_<32 hex>`.
 ///

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::RecvTimeoutError;
+use crossbeam_channel::select;
 
 use crate::auth::Secret;
 use crate::error::Error;
@@ -84,6 +84,40 @@ pub enum WaitOutcome {
     Finished(Box<JobView>),
     /// The deadline passed first; the job stays and may still finish.
     TimedOut,
+    /// The waiter's caller gave up (its client left); the job stays and may still finish.
+    Abandoned,
+}
+
+/// Lets a waiter's caller end a blocking wait early, e.g. because the HTTP client it waits
+/// for has closed its connection. The table only asks; it knows nothing of connections.
+pub trait Cancel {
+    fn is_cancelled(&self) -> bool;
+    /// Runs `waker` once when cancelled (at once if already cancelled). The waker must not
+    /// block: it takes the table lock briefly.
+    fn on_cancel(&self, waker: Box<dyn FnOnce() + Send>);
+    /// Drops a waker that has not run: the wait is over.
+    fn clear(&self);
+}
+
+/// A wait nobody cancels (built-in runtimes, unit tests).
+pub struct NeverCancel;
+
+impl Cancel for NeverCancel {
+    fn is_cancelled(&self) -> bool {
+        false
+    }
+    fn on_cancel(&self, _waker: Box<dyn FnOnce() + Send>) {}
+    fn clear(&self) {}
+}
+
+/// Who takes a job off a runtime's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taker {
+    /// A module's poll: the job stays `queued` (reserved) until [`JobTable::delivered`] says
+    /// its envelope reached the module.
+    Module,
+    /// A built-in runtime thread: the job is `running` at once.
+    Builtin,
 }
 
 /// What creating a runtime session produced.
@@ -163,6 +197,9 @@ struct Job {
     waker: Option<Arc<Waiters>>,
     /// Its key in `Ledger::running` while the job runs.
     run_deadline: Option<Instant>,
+    /// Queued but handed to a poll whose answer is being written: no one else may take it,
+    /// and it turns `running` only once that answer was delivered.
+    delivering: bool,
 }
 
 /// The waiters of one job: they sleep on `wake` with the table lock, and `finish` leaves the
@@ -232,22 +269,20 @@ impl JobTable {
         let token = spec.token.unwrap_or_else(Secret::random_module_token);
         let mut inner = self.lock();
         let id: Arc<str> = Arc::from(spec.runtime_id.as_str());
-        let was_reset = match inner.registry.runtimes.get_mut(&id) {
-            Some(rt) => {
-                rt.reset(spec.display_name.clone(), token.clone(), now);
-                true
-            }
-            None => {
-                let rt = Runtime::new(&id, spec.display_name.clone(), token.clone(), now);
-                inner.registry.runtimes.insert(id.clone(), rt);
-                false
-            }
-        };
+        let was_reset = inner.registry.runtimes.contains_key(&id);
+        // Old jobs fail first, so they are counted out of the old session's queue.
         let failed_jobs = if was_reset {
             inner.fail_open_jobs(&id, RESET_MESSAGE, |_| true)
         } else {
             Vec::new()
         };
+        match inner.registry.runtimes.get_mut(&id) {
+            Some(rt) => rt.reset(spec.display_name.clone(), token.clone(), now),
+            None => {
+                let rt = Runtime::new(&id, spec.display_name.clone(), token.clone(), now);
+                inner.registry.runtimes.insert(id.clone(), rt);
+            }
+        }
         inner.evict(&self.limits, Instant::now());
         if let Some(rid) = spec.deployed_app_rid {
             let binding = Binding {
@@ -341,7 +376,7 @@ impl JobTable {
             },
         };
         let runtime = &inner.registry.runtimes[&runtime_id];
-        if runtime.queued_len() >= self.limits.max_queued {
+        if runtime.queued >= self.limits.max_queued {
             return Err(Error::Overloaded(format!(
                 "runtime '{runtime_id}' already has {} queued jobs (--max-queued)",
                 self.limits.max_queued
@@ -354,6 +389,9 @@ impl JobTable {
         // unbounded send never blocks, so sending under the lock is allowed.
         if sender.send(id.clone()).is_err() {
             return Err(Error::Internal("runtime queue is closed".into()));
+        }
+        if let Some(runtime) = inner.registry.runtimes.get_mut(&runtime_id) {
+            runtime.queued += 1;
         }
         let view = JobView {
             id: id.clone(),
@@ -376,19 +414,20 @@ impl JobTable {
             auth_header: req.auth_header.map(Arc::from),
             waker,
             run_deadline: None,
+            delivering: false,
         };
         inner.jobs.insert(id.clone(), Box::new(job));
         Ok(id)
     }
 
-    /// Takes the oldest queued job of the runtime without waiting, marking it `running`.
-    /// Also records the poll (`connected`, `last_poll_at`).
+    /// Takes the oldest queued job of the runtime without waiting, for a module's poll (see
+    /// [`Taker::Module`]). Also records the poll (`connected`, `last_poll_at`).
     pub fn try_take(&self, runtime_id: &str, token: Option<&str>) -> Result<Taken, Error> {
         let mut inner = self.lock();
         let first_poll = !inner.authorized(runtime_id, token)?.connected;
         let rx = inner.poll_receiver(runtime_id, token)?;
         while let Ok(id) = rx.try_recv() {
-            if let Some(job) = inner.claim(&id, &self.limits) {
+            if let Some(job) = inner.claim(&id, Taker::Module, &self.limits) {
                 return Ok(Taken {
                     job: Some(job),
                     first_poll,
@@ -401,28 +440,79 @@ impl JobTable {
         })
     }
 
-    /// Waits for the runtime's next job, marking it `running`.
+    /// Waits for the runtime's next job and takes it for `taker`.
     ///
     /// # Blocking
-    /// Blocks on the runtime's channel until an id arrives or `deadline` passes; the lock is
-    /// not held while blocked. Woken by `enqueue` (a send). On deadline: `Ok(None)` (→ 204).
-    /// A session reset or shutdown drops the channel, which wakes it with `Ok(None)` at once.
-    /// Ids of jobs no longer queued (failed by a reset, or completed early) are skipped.
+    /// Blocks on the runtime's channel (and on `cancel`'s wake-up) until an id arrives,
+    /// `cancel` fires, or `deadline` passes; the lock is not held while blocked. Woken by
+    /// `enqueue` and by an undelivered job's requeue (a send), or by `cancel` (the module's
+    /// connection closed). On deadline or cancel: `Ok(None)` (→ 204). A session reset or
+    /// shutdown drops the channel, which wakes it with `Ok(None)` at once. Ids of jobs no
+    /// longer takeable (failed by a reset, completed early, reserved by another poll) are
+    /// skipped.
     pub fn next_job(
         &self,
         runtime_id: &str,
         token: Option<&str>,
         deadline: Instant,
+        taker: Taker,
+        cancel: &dyn Cancel,
     ) -> Result<Option<Dispatched>, Error> {
         let rx = self.lock().poll_receiver(runtime_id, token)?;
-        loop {
-            let id = match rx.recv_deadline(deadline) {
-                Ok(id) => id,
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return Ok(None),
-            };
-            if let Some(dispatched) = self.lock().claim(&id, &self.limits) {
-                return Ok(Some(dispatched));
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
+        // Kept here too, so a `Cancel` that drops its waker cannot disconnect `wake_rx`.
+        let _keep = wake_tx.clone();
+        cancel.on_cancel(Box::new(move || {
+            let _ = wake_tx.try_send(());
+        }));
+        let taken = loop {
+            if cancel.is_cancelled() {
+                break None;
             }
+            let left = deadline.saturating_duration_since(Instant::now());
+            // `None`: woken by `cancel`, checked at the top of the loop.
+            let woke = select! {
+                recv(rx) -> id => Some(id.ok()),
+                recv(wake_rx) -> _ => None,
+                default(left) => Some(None),
+            };
+            let Some(received) = woke else {
+                continue;
+            };
+            let Some(id) = received else {
+                break None; // deadline, or the queue was dropped by a reset or shutdown
+            };
+            if let Some(dispatched) = self.lock().claim(&id, taker, &self.limits) {
+                break Some(dispatched);
+            }
+        };
+        cancel.clear();
+        Ok(taken)
+    }
+
+    /// The answer to a module's poll that carried job `id` was written (`true`) or not
+    /// (`false`: the module's connection was gone, the write failed, or it was `HEAD`).
+    /// Delivered, the job turns `running`; undelivered, it goes back to the head of its
+    /// runtime's queue for the next poll. A job that ended meanwhile (an early result, a
+    /// reset) is left as it is.
+    pub fn delivered(&self, id: &JobId, ok: bool) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(job) = inner.jobs.get_mut(id) else {
+            return;
+        };
+        if job.view.state != JobState::Queued || !job.delivering {
+            return;
+        }
+        job.delivering = false;
+        if ok {
+            start_running(job, &mut inner.ledger, &self.limits);
+            if let Some(runtime) = inner.registry.runtimes.get_mut(&job.view.runtime_id) {
+                runtime.queued -= 1;
+            }
+        } else if let Some(runtime) = inner.registry.runtimes.get(&job.view.runtime_id) {
+            log::debug!("job {id} was not delivered; back at the head of its queue");
+            runtime.push_front(id);
         }
     }
 
@@ -450,7 +540,13 @@ impl JobTable {
         }
         job.view.result = Some(result);
         job.view.result_content_type = content_type;
-        finish(job, JobState::Succeeded, None, &mut inner.ledger);
+        finish(
+            job,
+            JobState::Succeeded,
+            None,
+            &mut inner.ledger,
+            &mut inner.registry,
+        );
         inner.evict(&self.limits, Instant::now());
         Ok(())
     }
@@ -471,7 +567,13 @@ impl JobTable {
                 if job.view.state.is_terminal() {
                     return Err(Error::Conflict(job_id.clone()));
                 }
-                finish(job, JobState::Failed, Some(message), &mut inner.ledger);
+                finish(
+                    job,
+                    JobState::Failed,
+                    Some(message),
+                    &mut inner.ledger,
+                    &mut inner.registry,
+                );
                 inner.evict(&self.limits, Instant::now());
                 Ok(())
             }
@@ -527,7 +629,13 @@ impl JobTable {
                         self.limits.max_job_runtime.as_secs_f64()
                     );
                     // Removes the entry from `running`.
-                    finish(job, JobState::Failed, Some(message), &mut inner.ledger);
+                    finish(
+                        job,
+                        JobState::Failed,
+                        Some(message),
+                        &mut inner.ledger,
+                        &mut inner.registry,
+                    );
                 }
                 None => {
                     inner.ledger.running.remove(&(deadline, id));
@@ -545,27 +653,48 @@ impl JobTable {
     /// it (`watch`), and `finish` leaves the terminal snapshot in it before notifying, so no
     /// end can be missed, not even one followed at once by eviction. Woken by `complete`,
     /// `fail`, `restart`, a session reset (`create_runtime`), the runtime limit (`sweep`) and
-    /// `shutdown`, all through `finish`. Re-checks after every wake (wakes can be spurious).
-    /// On deadline: `TimedOut`, and the job stays. Holds no lock on return.
-    pub fn wait_terminal(&self, watch: &Watch, deadline: Instant) -> WaitOutcome {
+    /// `shutdown`, all through `finish`; and by `cancel` (the caller's client left), whose
+    /// waker notifies under the lock so the wake cannot fall between check and wait.
+    /// Re-checks after every wake (wakes can be spurious). On deadline: `TimedOut`; on
+    /// cancel: `Abandoned`; in both the job stays. Holds no lock on return.
+    pub fn wait_terminal(
+        self: &Arc<Self>,
+        watch: &Watch,
+        deadline: Instant,
+        cancel: &dyn Cancel,
+    ) -> WaitOutcome {
         let waiters = &watch.waiters;
+        {
+            let (table, waiters) = (self.clone(), waiters.clone());
+            cancel.on_cancel(Box::new(move || {
+                let _locked = table.lock();
+                waiters.wake.notify_all();
+            }));
+        }
         let mut inner = self.lock();
-        loop {
+        let outcome = loop {
             // `finish` fills `done` before it notifies: no lookup needed, none can miss.
             if let Some(view) = waiters.done.get() {
-                return WaitOutcome::Finished(view.clone());
+                break WaitOutcome::Finished(view.clone());
+            }
+            if cancel.is_cancelled() {
+                break WaitOutcome::Abandoned;
             }
             // No shutdown check: `shutdown` fails every open job, which fills `done`.
             let now = Instant::now();
             if now >= deadline {
-                return WaitOutcome::TimedOut;
+                break WaitOutcome::TimedOut;
             }
             inner = waiters
                 .wake
                 .wait_timeout(inner, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
-        }
+        };
+        drop(inner);
+        // The waker holds an `Arc` of the table; it must not outlive the wait.
+        cancel.clear();
+        outcome
     }
 
     /// The runtime, one of its jobs, and its schemas (the inspection route).
@@ -607,7 +736,13 @@ impl JobTable {
         for job in inner.jobs.values_mut() {
             if !job.view.state.is_terminal() {
                 let message = Some(SHUTDOWN_MESSAGE.to_string());
-                finish(job, JobState::Failed, message, &mut inner.ledger);
+                finish(
+                    job,
+                    JobState::Failed,
+                    message,
+                    &mut inner.ledger,
+                    &mut inner.registry,
+                );
             }
         }
         for runtime in inner.registry.runtimes.values_mut() {
@@ -645,18 +780,20 @@ impl Inner {
             .unwrap_or_else(|| crossbeam_channel::unbounded().1))
     }
 
-    /// Marks a queued job `running`; `None` if it is no longer queued (skip its stale id).
-    fn claim(&mut self, id: &JobId, limits: &Limits) -> Option<Dispatched> {
+    /// Takes a queued job for `taker`; `None` if it is no longer takeable (skip its stale id).
+    fn claim(&mut self, id: &JobId, taker: Taker, limits: &Limits) -> Option<Dispatched> {
         let job = self.jobs.get_mut(id)?;
-        if job.view.state != JobState::Queued {
+        if job.view.state != JobState::Queued || job.delivering {
             return None;
         }
-        job.view.state = JobState::Running;
-        job.view.dispatched_at = Some(now_millis());
-        // A limit too large for an Instant means "never": no entry.
-        if let Some(deadline) = Instant::now().checked_add(limits.max_job_runtime) {
-            job.run_deadline = Some(deadline);
-            self.ledger.running.insert((deadline, id.clone()));
+        match taker {
+            Taker::Module => job.delivering = true,
+            Taker::Builtin => {
+                start_running(job, &mut self.ledger, limits);
+                if let Some(runtime) = self.registry.runtimes.get_mut(&job.view.runtime_id) {
+                    runtime.queued -= 1;
+                }
+            }
         }
         Some(Dispatched {
             job_id: id.clone(),
@@ -682,6 +819,7 @@ impl Inner {
                     JobState::Failed,
                     Some(message.to_string()),
                     &mut self.ledger,
+                    &mut self.registry,
                 );
                 failed.push(job.view.id.clone());
             }
@@ -752,7 +890,7 @@ impl Inner {
             last_poll_at: rt.last_poll_at,
             created_at: rt.created_at,
             resets: rt.resets,
-            queued: rt.queued_len(),
+            queued: rt.queued,
             bindings: self.registry.bindings_of(runtime_id).cloned().collect(),
             schemas: rt.schemas.clone(),
         })
@@ -764,10 +902,33 @@ fn retained_bytes(view: &JobView) -> u64 {
     (view.query.len() + view.result.as_ref().map_or(0, |r| r.len())) as u64
 }
 
-/// The one place a job turns terminal: sets the state, stamps the time, queues the job for
-/// eviction, and wakes its waiters.
-fn finish(job: &mut Job, state: JobState, message: Option<String>, ledger: &mut Ledger) {
+/// A queued job turns `running`: stamped, and entered in the runtime-limit ledger.
+fn start_running(job: &mut Job, ledger: &mut Ledger, limits: &Limits) {
+    job.view.state = JobState::Running;
+    job.view.dispatched_at = Some(now_millis());
+    // A limit too large for an Instant means "never": no entry.
+    if let Some(deadline) = Instant::now().checked_add(limits.max_job_runtime) {
+        job.run_deadline = Some(deadline);
+        ledger.running.insert((deadline, job.view.id.clone()));
+    }
+}
+
+/// The one place a job turns terminal: sets the state, stamps the time, counts it out of its
+/// runtime's queue if it was queued, queues it for eviction, and wakes its waiters.
+fn finish(
+    job: &mut Job,
+    state: JobState,
+    message: Option<String>,
+    ledger: &mut Ledger,
+    registry: &mut Registry,
+) {
     debug_assert!(state.is_terminal());
+    if job.view.state == JobState::Queued {
+        if let Some(runtime) = registry.runtimes.get_mut(&job.view.runtime_id) {
+            runtime.queued = runtime.queued.saturating_sub(1);
+        }
+    }
+    job.delivering = false;
     job.view.state = state;
     job.view.finished_at = Some(now_millis());
     // The credential was only needed for the envelope; a finished job does not keep it.
@@ -812,9 +973,16 @@ mod tests {
     }
 
     /// Enqueues, claims and completes one job.
+    /// What a module's poll does: take the oldest job and have its envelope delivered.
+    fn take(table: &JobTable, token: &str) -> Dispatched {
+        let job = table.try_take("rt", Some(token)).unwrap().job.unwrap();
+        table.delivered(&job.job_id, true);
+        job
+    }
+
     fn run_one(table: &JobTable, token: &str) -> JobId {
         let id = enqueue(table).unwrap();
-        let job = table.try_take("rt", Some(token)).unwrap().job.unwrap();
+        let job = take(table, token);
         assert_eq!(job.job_id, id);
         table
             .complete("rt", Some(token), &id, b"ok".to_vec(), None)
@@ -865,7 +1033,7 @@ mod tests {
             ..Limits::default()
         });
         let running = enqueue(&table).unwrap();
-        let _ = table.try_take("rt", Some(&token)).unwrap().job.unwrap();
+        take(&table, &token);
         let finished = run_one(&table, &token);
         let queued = enqueue(&table).unwrap();
         table.sweep();
@@ -888,11 +1056,15 @@ mod tests {
             std::thread::spawn(move || {
                 let _ = started_tx.send(());
                 let watch = table.watch(&id).unwrap();
-                table.wait_terminal(&watch, Instant::now() + Duration::from_secs(30))
+                table.wait_terminal(
+                    &watch,
+                    Instant::now() + Duration::from_secs(30),
+                    &NeverCancel,
+                )
             })
         };
         started_rx.recv().unwrap();
-        let _ = table.try_take("rt", Some(&token)).unwrap().job.unwrap();
+        take(&table, &token);
         // Wait until the waiter sleeps on the job, so the eviction races it for real.
         while table.lock().jobs[&id].waker.is_none() {
             std::thread::yield_now();
@@ -922,7 +1094,7 @@ mod tests {
                 auth_header: None,
             })
             .unwrap();
-        let _ = table.try_take("rt", Some(&token)).unwrap().job.unwrap();
+        take(&table, &token);
         table
             .complete("rt", Some(&token), watch.id(), b"early".to_vec(), None)
             .unwrap();
@@ -930,7 +1102,7 @@ mod tests {
             table.job(watch.id()).is_err(),
             "evicted before anyone waited"
         );
-        match table.wait_terminal(&watch, Instant::now()) {
+        match Arc::new(table).wait_terminal(&watch, Instant::now(), &NeverCancel) {
             WaitOutcome::Finished(view) => assert_eq!(view.result.as_deref(), Some(&b"early"[..])),
             other => panic!("unexpected {other:?}"),
         }
@@ -963,7 +1135,7 @@ mod tests {
             ..Limits::default()
         });
         let id = enqueue(&table).unwrap();
-        let _ = table.try_take("rt", Some(&token)).unwrap().job.unwrap();
+        take(&table, &token);
         table.sweep();
         let job = table.job(&id).unwrap();
         assert_eq!(job.state, JobState::Failed);
@@ -994,10 +1166,14 @@ mod tests {
             let (table, id) = (table.clone(), id.clone());
             std::thread::spawn(move || {
                 let watch = table.watch(&id).unwrap();
-                table.wait_terminal(&watch, Instant::now() + Duration::from_secs(30))
+                table.wait_terminal(
+                    &watch,
+                    Instant::now() + Duration::from_secs(30),
+                    &NeverCancel,
+                )
             })
         };
-        let _ = table.try_take("rt", Some(&token)).unwrap().job.unwrap();
+        take(&table, &token);
         table
             .complete("rt", Some(&token), &id, b"done".to_vec(), None)
             .unwrap();

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::auth::Secret;
-use crate::jobs::{Dispatched, JobTable};
+use crate::jobs::{Dispatched, JobTable, NeverCancel, Taker};
 
 /// What a built-in runtime does with a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,10 +85,14 @@ impl Worker {
     fn run(self) {
         loop {
             let deadline = Instant::now() + IDLE_RECHECK;
-            match self
-                .table
-                .next_job(&self.runtime_id, Some(self.token.expose()), deadline)
-            {
+            let next = self.table.next_job(
+                &self.runtime_id,
+                Some(self.token.expose()),
+                deadline,
+                Taker::Builtin,
+                &NeverCancel,
+            );
+            match next {
                 Ok(Some(job)) => self.answer(job),
                 Ok(None) if self.table.is_shutting_down() => return,
                 Ok(None) => continue,

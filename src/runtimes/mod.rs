@@ -38,6 +38,9 @@ pub struct Runtime {
     pub created_at: u64,
     /// How many times this id was reset; 0 for a fresh session.
     pub resets: u64,
+    /// Jobs of this session in state `queued` (what `--max-queued` caps); kept by the job
+    /// table, since the channel may still hold ids of jobs that ended early.
+    pub queued: usize,
     queue: Queue,
 }
 
@@ -63,6 +66,7 @@ impl Runtime {
             last_poll_at: None,
             created_at: now,
             resets: 0,
+            queued: 0,
             queue: Queue::new(),
         }
     }
@@ -79,6 +83,7 @@ impl Runtime {
         self.last_poll_at = None;
         self.created_at = now;
         self.resets += 1;
+        self.queued = 0;
         self.queue = Queue::new();
     }
 
@@ -92,9 +97,18 @@ impl Runtime {
         self.queue.0.as_ref().map(|(_, rx)| rx.clone())
     }
 
-    /// Number of ids waiting in the channel (may include ids of jobs already failed by a reset).
-    pub fn queued_len(&self) -> usize {
-        self.queue.0.as_ref().map_or(0, |(tx, _)| tx.len())
+    /// Puts `id` back at the head of the queue (a job whose delivery failed). The channel has
+    /// no front, so its ids are taken out and sent again behind `id`: O(queue length), once
+    /// per failed delivery. Called under the table lock; unbounded sends never block.
+    pub fn push_front(&self, id: &JobId) {
+        let Some((tx, rx)) = &self.queue.0 else {
+            return;
+        };
+        let behind: Vec<JobId> = rx.try_iter().collect();
+        let _ = tx.send(id.clone());
+        for other in behind {
+            let _ = tx.send(other);
+        }
     }
 
     /// Drops the channel so that every blocked receiver wakes with `Disconnected`.

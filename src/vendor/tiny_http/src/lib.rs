@@ -1,470 +1,230 @@
-//! # Simple usage
+//! tiny_http 0.12.0, vendored by foundry-emulator, with its connection layer rewritten.
 //!
-//! ## Creating the server
+//! PATCH (foundry-emulator): this file, `conn.rs`, `request.rs` and `framing.rs` replace
+//! upstream's accept loop, `ClientConnection`, `Request` and hand-written parser (see
+//! `PATCHES.md`). What stays is tiny_http's shape: a [`Server`] whose connection threads
+//! parse requests and queue them, and a fixed pool of the caller's threads that loop on
+//! [`Server::recv`] and answer with [`Request::respond`].
 //!
-//! The easiest way to create a server is to call `Server::http()`.
-//!
-//! The `http()` function returns an `IoResult<Server>` which will return an error
-//! in the case where the server creation fails (for example if the listening port is already
-//! occupied).
-//!
-//! ```no_run
-//! let server = tiny_http::Server::http("0.0.0.0:0").unwrap();
-//! ```
-//!
-//! A newly-created `Server` will immediately start listening for incoming connections and HTTP
-//! requests.
-//!
-//! ## Receiving requests
-//!
-//! Calling `server.recv()` will block until the next request is available.
-//! This function returns an `IoResult<Request>`, so you need to handle the possible errors.
-//!
-//! ```no_run
-//! # let server = tiny_http::Server::http("0.0.0.0:0").unwrap();
-//!
-//! loop {
-//!     // blocks until the next request is received
-//!     let request = match server.recv() {
-//!         Ok(rq) => rq,
-//!         Err(e) => { println!("error: {}", e); break }
-//!     };
-//!
-//!     // do something with the request
-//!     // ...
-//! }
-//! ```
-//!
-//! In a real-case scenario, you will probably want to spawn multiple worker tasks and call
-//! `server.recv()` on all of them. Like this:
-//!
-//! ```no_run
-//! # use std::sync::Arc;
-//! # use std::thread;
-//! # let server = tiny_http::Server::http("0.0.0.0:0").unwrap();
-//! let server = Arc::new(server);
-//! let mut guards = Vec::with_capacity(4);
-//!
-//! for _ in (0 .. 4) {
-//!     let server = server.clone();
-//!
-//!     let guard = thread::spawn(move || {
-//!         loop {
-//!             let rq = server.recv().unwrap();
-//!
-//!             // ...
-//!         }
-//!     });
-//!
-//!     guards.push(guard);
-//! }
-//! ```
-//!
-//! If you don't want to block, you can call `server.try_recv()` instead.
-//!
-//! ## Handling requests
-//!
-//! The `Request` object returned by `server.recv()` contains informations about the client's request.
-//! The most useful methods are probably `request.method()` and `request.url()` which return
-//! the requested method (`GET`, `POST`, etc.) and url.
-//!
-//! To handle a request, you need to create a `Response` object. See the docs of this object for
-//! more infos. Here is an example of creating a `Response` from a file:
-//!
-//! ```no_run
-//! # use std::fs::File;
-//! # use std::path::Path;
-//! let response = tiny_http::Response::from_file(File::open(&Path::new("image.png")).unwrap());
-//! ```
-//!
-//! All that remains to do is call `request.respond()`:
-//!
-//! ```no_run
-//! # use std::fs::File;
-//! # use std::path::Path;
-//! # let server = tiny_http::Server::http("0.0.0.0:0").unwrap();
-//! # let request = server.recv().unwrap();
-//! # let response = tiny_http::Response::from_file(File::open(&Path::new("image.png")).unwrap());
-//! let _ = request.respond(response);
-//! ```
+//! What is new, and why:
+//! - **Sockets belong to their connection thread.** It reads the whole request, body
+//!   included (capped), before the request is queued, and it writes the answer the worker
+//!   hands back. A worker never touches a socket, so a slow or dead client costs only its own
+//!   connection thread, for a bounded time (`io_timeout`).
+//! - **Strict framing** (`framing.rs`, on `httparse`): a request that cannot be framed is
+//!   refused with a JSON error and the connection is closed; nothing after it is parsed.
+//! - **Delivery is reported**: [`Response::on_delivered`] says whether the answer reached a
+//!   live client, and [`GoneWatch`] tells a waiting worker that its client left.
+//! - **Exhaustion is an error**: failed accepts and thread spawns drop one connection and back
+//!   off; nothing in the accept path unwraps.
+//! - **Bounded stop**: [`Server::stop_accepting`] then [`Server::drain`].
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
-#![allow(clippy::match_like_matches_macro)]
 
-#[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-use zeroize::Zeroizing;
+pub mod framing;
 
-use std::error::Error;
-use std::io::Error as IoError;
-use std::io::ErrorKind as IoErrorKind;
-use std::io::Result as IoResult;
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc;
-use std::sync::Arc;
-use std::thread;
-use std::time::Duration;
-
-use client::ClientConnection;
-use connection::Connection;
-use util::MessagesQueue;
-
-pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
-pub use connection::{ConfigListenAddr, ListenAddr, Listener};
-pub use request::{ReadWrite, Request};
-pub use response::{Response, ResponseBox};
-pub use test::TestRequest;
-
-mod client;
-mod common;
-mod connection;
+mod conn;
+mod queue;
 mod request;
-mod response;
-mod ssl;
-mod test;
-mod util;
 
-/// The main class of this library.
-///
-/// Destroying this object will immediately close the listening socket and the reading
-///  part of all the client's connections. Requests that have already been returned by
-///  the `recv()` function will not close and the responses will be transferred to the client.
+pub use request::{GoneWatch, Request, Response};
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use conn::Shared;
+use queue::RequestQueue;
+
+/// How connections are served.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Largest request body; a longer one gets 413 and the connection is closed.
+    pub max_body: u64,
+    /// Deadline for reading one whole request (from its first byte) and for writing one
+    /// answer; past it the connection is closed (408 first when a request was incomplete).
+    pub io_timeout: Duration,
+    /// How long a kept-alive connection may sit idle between requests before it is closed.
+    pub idle_timeout: Duration,
+    /// Caps on a request head (431 past them).
+    pub head_limits: framing::HeadLimits,
+    /// Whether requests arrive over TLS (reported by [`Request::secure`]).
+    pub secure: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> ServerOptions {
+        ServerOptions {
+            max_body: 64 * 1024 * 1024,
+            io_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(300),
+            head_limits: framing::HeadLimits::default(),
+            secure: false,
+        }
+    }
+}
+
+/// Stack of a connection thread: it parses heads and copies bytes, nothing deep.
+const CONNECTION_STACK: usize = 256 * 1024;
+
+/// Back-off after a failed accept or thread spawn (Go's `http.Server`: 5 ms doubling to 1 s),
+/// so a process out of descriptors or threads pauses instead of spinning.
+const BACKOFF_START: Duration = Duration::from_millis(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// An HTTP server: an accept thread, one thread per connection, and a queue of whole
+/// requests for the caller's workers.
 pub struct Server {
-    // should be false as long as the server exists
-    // when set to true, all the subtasks will close within a few hundreds ms
-    close: Arc<AtomicBool>,
-
-    // queue for messages received by child threads
-    messages: Arc<MessagesQueue<Message>>,
-
-    // result of TcpListener::local_addr()
-    listening_addr: ListenAddr,
-}
-
-enum Message {
-    Error(IoError),
-    NewRequest(Request),
-}
-
-impl From<IoError> for Message {
-    fn from(e: IoError) -> Message {
-        Message::Error(e)
-    }
-}
-
-impl From<Request> for Message {
-    fn from(rq: Request) -> Message {
-        Message::NewRequest(rq)
-    }
-}
-
-// this trait is to make sure that Server implements Share and Send
-#[doc(hidden)]
-trait MustBeShareDummy: Sync + Send {}
-#[doc(hidden)]
-impl MustBeShareDummy for Server {}
-
-pub struct IncomingRequests<'a> {
-    server: &'a Server,
-}
-
-/// Represents the parameters required to create a server.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// The addresses to try to listen to.
-    pub addr: ConfigListenAddr,
-
-    /// If `Some`, then the server will use SSL to encode the communications.
-    pub ssl: Option<SslConfig>,
-}
-
-/// Configuration of the server for SSL.
-#[derive(Debug, Clone)]
-pub struct SslConfig {
-    /// Contains the public certificate to send to clients.
-    pub certificate: Vec<u8>,
-    /// Contains the ultra-secret private key used to decode communications.
-    pub private_key: Vec<u8>,
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    closing: Arc<AtomicBool>,
+    accept: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Server {
-    /// Shortcut for a simple server on a specific address.
-    #[inline]
-    pub fn http<A>(addr: A) -> Result<Server, Box<dyn Error + Send + Sync + 'static>>
-    where
-        A: ToSocketAddrs,
-    {
-        Server::new(ServerConfig {
-            addr: ConfigListenAddr::from_socket_addrs(addr)?,
-            ssl: None,
-        })
-    }
-
-    /// Shortcut for an HTTPS server on a specific address.
-    #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-    #[inline]
-    pub fn https<A>(
-        addr: A,
-        config: SslConfig,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>>
-    where
-        A: ToSocketAddrs,
-    {
-        Server::new(ServerConfig {
-            addr: ConfigListenAddr::from_socket_addrs(addr)?,
-            ssl: Some(config),
-        })
-    }
-
-    #[cfg(unix)]
-    #[inline]
-    /// Shortcut for a UNIX socket server at a specific path
-    pub fn http_unix(
-        path: &std::path::Path,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        Server::new(ServerConfig {
-            addr: ConfigListenAddr::unix_from_path(path),
-            ssl: None,
-        })
-    }
-
-    /// Builds a new server that listens on the specified address.
-    pub fn new(config: ServerConfig) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        let listener = config.addr.bind()?;
-        Self::from_listener(listener, config.ssl)
-    }
-
-    /// Builds a new server using the specified TCP listener.
-    ///
-    /// This is useful if you've constructed TcpListener using some less usual method
-    /// such as from systemd. For other cases, you probably want the `new()` function.
-    pub fn from_listener<L: Into<Listener>>(
-        listener: L,
-        ssl_config: Option<SslConfig>,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        Self::from_listener_with_timeouts(listener, ssl_config, None, None)
-    }
-
-    /// PATCH (foundry-emulator): like `from_listener`, and every accepted TCP connection gets
-    /// these read and write timeouts, so a client that stalls mid-request or never reads its
-    /// answer cannot hold a thread forever. (Upstream sets none and offers no way to.)
-    pub fn from_listener_with_timeouts<L: Into<Listener>>(
-        listener: L,
-        ssl_config: Option<SslConfig>,
-        read_timeout: Option<std::time::Duration>,
-        write_timeout: Option<std::time::Duration>,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        let listener = listener.into();
-        // building the "close" variable
-        let close_trigger = Arc::new(AtomicBool::new(false));
-
-        // building the TcpListener
-        let (server, local_addr) = {
-            let local_addr = listener.local_addr()?;
-            log::debug!("Server listening on {}", local_addr);
-            (listener, local_addr)
+    /// Serves `listener` (already bound and listening).
+    pub fn from_listener(listener: TcpListener, options: ServerOptions) -> io::Result<Server> {
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(options, RequestQueue::new()));
+        let closing = Arc::new(AtomicBool::new(false));
+        let accept = {
+            let (shared, closing) = (shared.clone(), closing.clone());
+            thread::Builder::new()
+                .name("http-accept".into())
+                .spawn(move || accept_loop(listener, shared, closing))?
         };
-
-        // building the SSL capabilities
-        #[cfg(all(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        compile_error!(
-            "Features 'ssl-openssl' and 'ssl-rustls' must not be enabled at the same time"
-        );
-        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-        type SslContext = ();
-        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        type SslContext = crate::ssl::SslContextImpl;
-        let ssl: Option<SslContext> = {
-            match ssl_config {
-                #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                Some(config) => Some(SslContext::from_pem(
-                    config.certificate,
-                    Zeroizing::new(config.private_key),
-                )?),
-                #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                Some(_) => return Err(
-                    "Building a server with SSL requires enabling the `ssl` feature in tiny-http"
-                        .into(),
-                ),
-                None => None,
-            }
-        };
-
-        // creating a task where server.accept() is continuously called
-        // and ClientConnection objects are pushed in the messages queue
-        let messages = MessagesQueue::with_capacity(8);
-
-        let inside_close_trigger = close_trigger.clone();
-        let inside_messages = messages.clone();
-        thread::spawn(move || {
-            // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new();
-
-            log::debug!("Running accept thread");
-            while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        if let connection::Connection::Tcp(ref tcp) = sock {
-                            let _ = tcp.set_read_timeout(read_timeout);
-                            let _ = tcp.set_write_timeout(write_timeout);
-                            // PATCH (foundry-emulator): answers are written in pieces (head,
-                            // then body); with Nagle's algorithm the last piece waits for the
-                            // client's delayed ACK, up to 40 ms.
-                            let _ = tcp.set_nodelay(true);
-                        }
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
-                    }
-                    Err(e) => Err(e),
-                };
-
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                // PATCH (foundry-emulator): and for every connection: reading a
-                                // pipelined request while the previous one waits (a long poll, a
-                                // sync execute) would make the worker answering it block behind
-                                // that wait in the ordered response writer.
-                                let (sender, receiver) = mpsc::channel();
-                                for rq in client {
-                                    messages.push(rq.with_notify_sender(sender.clone()).into());
-                                    // Every request is answered (or dropped, which answers 500)
-                                    // and so notifies; a closed channel just ends the connection.
-                                    if receiver.recv().is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                        }));
-                    }
-
-                    Err(e) => {
-                        // PATCH (foundry-emulator): upstream stopped accepting for good after
-                        // any accept error, e.g. a passing EMFILE. Report it, pause briefly so a
-                        // persistent error cannot spin, and keep listening.
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        thread::sleep(std::time::Duration::from_millis(100));
-                    }
-                }
-            }
-            log::debug!("Terminating accept thread");
-        });
-
-        // result
         Ok(Server {
-            messages,
-            close: close_trigger,
-            listening_addr: local_addr,
+            shared,
+            addr,
+            closing,
+            accept: Mutex::new(Some(accept)),
         })
     }
 
-    /// Returns an iterator for all the incoming requests.
+    /// The address the server listens on.
+    pub fn server_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Blocks until a whole request arrives; `None` after [`Server::unblock`] released this
+    /// call.
     ///
-    /// The iterator will return `None` if the server socket is shutdown.
-    #[inline]
-    pub fn incoming_requests(&self) -> IncomingRequests<'_> {
-        IncomingRequests { server: self }
+    /// # Blocking
+    /// Waits on the request queue's condvar; woken by a connection thread queueing a request
+    /// or by `unblock`. No deadline.
+    pub fn recv(&self) -> Option<Request> {
+        self.shared.queue.pop()
     }
 
-    /// Returns the address the server is listening to.
-    #[inline]
-    pub fn server_addr(&self) -> ListenAddr {
-        self.listening_addr.clone()
-    }
-
-    /// Returns the number of clients currently connected to the server.
-    pub fn num_connections(&self) -> usize {
-        unimplemented!()
-        //self.requests_receiver.lock().len()
-    }
-
-    /// Blocks until an HTTP request has been submitted and returns it.
-    pub fn recv(&self) -> IoResult<Request> {
-        match self.messages.pop() {
-            Some(Message::Error(err)) => Err(err),
-            Some(Message::NewRequest(rq)) => Ok(rq),
-            None => Err(IoError::new(IoErrorKind::Other, "thread unblocked")),
-        }
-    }
-
-    /// Same as `recv()` but doesn't block longer than timeout
-    pub fn recv_timeout(&self, timeout: Duration) -> IoResult<Option<Request>> {
-        match self.messages.pop_timeout(timeout) {
-            Some(Message::Error(err)) => Err(err),
-            Some(Message::NewRequest(rq)) => Ok(Some(rq)),
-            None => Ok(None),
-        }
-    }
-
-    /// Same as `recv()` but doesn't block.
-    pub fn try_recv(&self) -> IoResult<Option<Request>> {
-        match self.messages.try_pop() {
-            Some(Message::Error(err)) => Err(err),
-            Some(Message::NewRequest(rq)) => Ok(Some(rq)),
-            None => Ok(None),
-        }
-    }
-
-    /// Unblock thread stuck in recv() or incoming_requests().
-    /// If there are several such threads, only one is unblocked.
-    /// This method allows graceful shutdown of server.
+    /// Releases one thread blocked in (or next entering) [`Server::recv`].
     pub fn unblock(&self) {
-        self.messages.unblock();
+        self.shared.queue.unblock();
     }
-}
 
-impl Iterator for IncomingRequests<'_> {
-    type Item = Request;
-    fn next(&mut self) -> Option<Request> {
-        self.server.recv().ok()
+    /// Open client connections.
+    pub fn connections(&self) -> usize {
+        self.shared.open_connections()
+    }
+
+    /// Closes the listener: new clients are refused by the kernel. Connections finish the
+    /// request they are in (its answer is still written) and then close; idle ones close at
+    /// once. Requests queued but not yet taken get 503.
+    pub fn stop_accepting(&self) {
+        let accept = self
+            .accept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(accept) = accept else {
+            return;
+        };
+        self.closing.store(true, Ordering::SeqCst);
+        self.shared.stop();
+        // The accept thread blocks in accept(); a connection to ourselves wakes it.
+        let _ = TcpStream::connect_timeout(&connectable(self.addr), Duration::from_secs(1));
+        let _ = accept.join();
+    }
+
+    /// Waits up to `grace` for every connection to close, then closes what is left.
+    ///
+    /// # Blocking
+    /// Waits on the connection count's condvar; woken by each connection thread as it ends.
+    /// Deadline: `grace`, then every connection thread is told to drop its socket at its next
+    /// tick (at most [`conn::TICK`] later), and this waits once more for that.
+    pub fn drain(&self, grace: Duration) {
+        self.stop_accepting();
+        let deadline = Instant::now() + grace;
+        if !self.shared.wait_closed(deadline) {
+            self.shared.force_close();
+            self.shared.wait_closed(Instant::now() + 4 * conn::TICK);
+        }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.close.store(true, Relaxed);
-        // Connect briefly to ourselves to unblock the accept thread
-        let maybe_stream = match &self.listening_addr {
-            ListenAddr::IP(addr) => TcpStream::connect(addr).map(Connection::from),
-            #[cfg(unix)]
-            ListenAddr::Unix(addr) => {
-                // TODO: use connect_addr when its stabilized.
-                let path = addr.as_pathname().unwrap();
-                std::os::unix::net::UnixStream::connect(path).map(Connection::from)
+        self.stop_accepting();
+        self.shared.force_close();
+    }
+}
+
+/// The address a client connects to for `addr` (a wildcard bind is reached on loopback).
+fn connectable(addr: SocketAddr) -> SocketAddr {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>, closing: Arc<AtomicBool>) {
+    let mut backoff = BACKOFF_START;
+    while !closing.load(Ordering::SeqCst) {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if is_exhaustion(&e) => {
+                log::warn!("accepting a connection failed ({e}); pausing {backoff:?}");
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+            // A connection reset before we took it, an interrupted call: nothing to wait for.
+            Err(e) => {
+                log::debug!("accepting a connection failed: {e}");
+                continue;
             }
         };
-        if let Ok(stream) = maybe_stream {
-            let _ = stream.shutdown(Shutdown::Both);
+        if closing.load(Ordering::SeqCst) {
+            break;
         }
-
-        #[cfg(unix)]
-        if let ListenAddr::Unix(addr) = &self.listening_addr {
-            if let Some(path) = addr.as_pathname() {
-                let _ = std::fs::remove_file(path);
+        let conn_shared = shared.clone();
+        let guard = shared.open();
+        let spawned = thread::Builder::new()
+            .name("http-conn".into())
+            .stack_size(CONNECTION_STACK)
+            .spawn(move || conn::serve(stream, conn_shared, guard));
+        match spawned {
+            Ok(_) => backoff = BACKOFF_START,
+            // The closure, with the stream and the guard, was dropped: that one client is
+            // disconnected and counted out.
+            Err(e) => {
+                log::warn!("no thread for a new connection ({e}); pausing {backoff:?}");
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
     }
+    log::debug!("listener on {:?} closed", listener.local_addr());
+}
+
+/// Errors that say the process or system ran out of something, and will again at once.
+fn is_exhaustion(e: &io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM on Linux; mapped by std to these kinds or raw codes.
+    matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12)) || e.kind() == io::ErrorKind::OutOfMemory
 }

@@ -1,0 +1,559 @@
+//! PATCH (foundry-emulator): new module, replacing upstream's `ClientConnection`.
+//!
+//! One thread per connection owns its socket for the connection's whole life: it reads a
+//! request whole (head and body, under one deadline), queues it for a worker, waits for the
+//! answer while watching the socket for the client leaving, writes the answer (under a second
+//! deadline), and only then reads the next request. So a worker never touches a socket, a
+//! pipelined request is never read while one is unanswered, and a slow or dead client costs
+//! only this thread, for at most `io_timeout` per request.
+//!
+//! The socket's read and write timeouts are one [`TICK`]: every blocking socket call returns
+//! at least that often, so the thread re-checks its deadline and the server's stop flags
+//! without any other wake-up mechanism.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::framing::{self, BodyFraming, ChunkedDecoder, Rejection, RequestHead};
+use crate::queue::RequestQueue;
+use crate::request::{GoneWatch, Request, Response};
+use crate::ServerOptions;
+
+/// How often a blocked connection thread wakes to check its deadline and the stop flags,
+/// and how soon it notices a client that left while its request was being handled.
+pub(crate) const TICK: Duration = Duration::from_millis(250);
+
+/// Bytes read from the socket at once.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Answers up to this size are written with their head in one `write` call.
+const COALESCE_MAX: usize = 64 * 1024;
+
+/// A body is read into memory no faster than this is allocated ahead of the bytes: a declared
+/// length is only a claim until the bytes come.
+const PREALLOCATE_MAX: u64 = 1024 * 1024;
+
+/// After refusing a request, the rest the client is still sending is read and thrown away for
+/// at most this long (and this much), so our close does not turn into a reset that destroys
+/// the answer before the client reads it (nginx's "lingering close"). Nothing read here is
+/// parsed.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// State shared by the accept thread, every connection thread and the server handle.
+pub(crate) struct Shared {
+    pub(crate) queue: RequestQueue,
+    options: ServerOptions,
+    /// Set by `stop_accepting`: finish the current request, then close.
+    stopping: AtomicBool,
+    /// Set when the grace ran out: drop the socket at the next tick.
+    forced: AtomicBool,
+    open: Mutex<usize>,
+    closed: Condvar,
+}
+
+impl Shared {
+    pub(crate) fn new(options: ServerOptions, queue: RequestQueue) -> Shared {
+        Shared {
+            queue,
+            options,
+            stopping: AtomicBool::new(false),
+            forced: AtomicBool::new(false),
+            open: Mutex::new(0),
+            closed: Condvar::new(),
+        }
+    }
+
+    /// Counts a connection in; the guard counts it out when dropped.
+    pub(crate) fn open(self: &Arc<Self>) -> OpenGuard {
+        *self.open.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        OpenGuard(self.clone())
+    }
+
+    pub(crate) fn open_connections(&self) -> usize {
+        *self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Connections stop after their current request; queued requests get 503.
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for request in self.queue.close() {
+            request.respond(shutting_down());
+        }
+    }
+
+    pub(crate) fn force_close(&self) {
+        self.forced.store(true, Ordering::SeqCst);
+    }
+
+    /// True once no connection is open; false if `deadline` came first.
+    pub(crate) fn wait_closed(&self, deadline: Instant) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        while *open > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            open = self
+                .closed
+                .wait_timeout(open, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    fn forced(&self) -> bool {
+        self.forced.load(Ordering::SeqCst)
+    }
+}
+
+/// One open connection, counted until dropped.
+pub(crate) struct OpenGuard(Arc<Shared>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        let mut open = self.0.open.lock().unwrap_or_else(PoisonError::into_inner);
+        *open -= 1;
+        drop(open);
+        self.0.closed.notify_all();
+    }
+}
+
+fn shutting_down() -> Response {
+    let rejection = Rejection {
+        status: 503,
+        code: "overloaded",
+        reason: "The emulator is shutting down.".into(),
+    };
+    let mut response = Response::new(503, Box::new(framing::rejection_body(&rejection)));
+    response.headers = vec![
+        ("Content-Type".into(), "application/json".into()),
+        ("Retry-After".into(), "1".into()),
+    ];
+    response.close = true;
+    response
+}
+
+/// What to do after one request.
+enum Next {
+    KeepAlive,
+    Close,
+    /// Refuse with this answer, then close (lingering).
+    Refuse(Rejection),
+}
+
+struct Conn {
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    /// Bytes read but not yet used: the start of the next request, if pipelined.
+    buf: Vec<u8>,
+}
+
+/// Serves one connection until it closes. Runs on the connection's own thread.
+pub(crate) fn serve(stream: TcpStream, shared: Arc<Shared>, _open: OpenGuard) {
+    let ready = stream
+        .set_read_timeout(Some(TICK))
+        .and_then(|()| stream.set_write_timeout(Some(TICK)))
+        .and_then(|()| stream.set_nodelay(true));
+    if let Err(e) = ready {
+        log::debug!("could not set up a connection: {e}");
+        return;
+    }
+    let mut conn = Conn {
+        stream,
+        shared,
+        buf: Vec::new(),
+    };
+    loop {
+        match conn.serve_one() {
+            Next::KeepAlive => continue,
+            Next::Close => break,
+            Next::Refuse(rejection) => {
+                conn.refuse(&rejection);
+                break;
+            }
+        }
+    }
+}
+
+fn is_tick(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+fn too_slow(io_timeout: Duration) -> Rejection {
+    Rejection {
+        status: 408,
+        code: "request_timeout",
+        reason: format!(
+            "The request did not arrive whole within {} s.",
+            io_timeout.as_secs_f64()
+        ),
+    }
+}
+
+fn too_large(max_body: u64) -> Rejection {
+    Rejection {
+        status: 413,
+        code: "payload_too_large",
+        reason: format!("The request body is larger than the {max_body}-byte limit (--max-body)."),
+    }
+}
+
+impl Conn {
+    fn serve_one(&mut self) -> Next {
+        let Some(started) = self.await_request() else {
+            return Next::Close;
+        };
+        let deadline = started + self.shared.options.io_timeout;
+        let head = match self.read_head(deadline) {
+            Ok(Some(head)) => head,
+            Ok(None) => return Next::Close,
+            Err(rejection) => return Next::Refuse(rejection),
+        };
+        let body = match self.read_body(&head, deadline) {
+            Ok(Some(body)) => body,
+            Ok(None) => return Next::Close,
+            Err(rejection) => return Next::Refuse(rejection),
+        };
+        let head_only = head.method == "HEAD";
+        let gone = GoneWatch::default();
+        let (reply_to, replies) = mpsc::channel();
+        let request = Request {
+            method: head.method,
+            url: head.target,
+            headers: head
+                .headers
+                .into_iter()
+                .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+                .collect(),
+            body,
+            remote_addr: self.stream.peer_addr().ok(),
+            secure: self.shared.options.secure,
+            received_at: started,
+            gone: gone.clone(),
+            reply_to,
+        };
+        let mut response = match self.shared.queue.push(request) {
+            Ok(()) => match self.await_response(&replies, &gone) {
+                Some(response) => response,
+                None => return Next::Close,
+            },
+            Err(_) => shutting_down(),
+        };
+        let close = response.close || !head.keep_alive || self.shared.stopping();
+        if response.on_delivered.is_some() {
+            // A client that left since the last tick must not be counted as served.
+            self.watch_client(&gone);
+        }
+        let written = self.write_response(&response, head_only, close);
+        response.delivered(written && !head_only && !gone.is_gone());
+        if written && !close {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        }
+    }
+
+    /// Waits for the first byte of the next request; returns when it arrived. `None`: the
+    /// client closed, stayed idle past `idle_timeout`, or the server is stopping.
+    ///
+    /// # Blocking
+    /// Socket reads of one tick each; woken by the client's bytes or EOF.
+    fn await_request(&mut self) -> Option<Instant> {
+        let idle_since = Instant::now();
+        while self.buf.is_empty() {
+            if self.shared.stopping() || idle_since.elapsed() >= self.shared.options.idle_timeout {
+                return None;
+            }
+            match self.read_more() {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) if is_tick(&e) => {}
+                Err(_) => return None,
+            }
+        }
+        Some(Instant::now())
+    }
+
+    /// Appends what the socket has (one read call) to `buf`.
+    fn read_more(&mut self) -> io::Result<usize> {
+        let len = self.buf.len();
+        self.buf.resize(len + READ_CHUNK, 0);
+        let read = self.stream.read(&mut self.buf[len..]);
+        self.buf.truncate(len + *read.as_ref().unwrap_or(&0));
+        read
+    }
+
+    /// Reads until one more chunk arrived, the deadline passed (`Err(408)`) or the client
+    /// closed (`Ok(false)`).
+    fn read_by(&mut self, deadline: Instant) -> Result<bool, Rejection> {
+        loop {
+            if self.shared.forced() {
+                return Ok(false);
+            }
+            match self.read_more() {
+                Ok(0) => return Ok(false),
+                Ok(_) => return Ok(true),
+                Err(e) if is_tick(&e) => {
+                    if Instant::now() >= deadline {
+                        return Err(too_slow(self.shared.options.io_timeout));
+                    }
+                }
+                Err(_) => return Ok(false),
+            }
+        }
+    }
+
+    /// `Ok(None)`: the client closed mid-head (nobody to answer).
+    fn read_head(&mut self, deadline: Instant) -> Result<Option<RequestHead>, Rejection> {
+        loop {
+            if let Some((head, used)) =
+                framing::parse_head(&self.buf, &self.shared.options.head_limits)?
+            {
+                self.buf.drain(..used);
+                return Ok(Some(head));
+            }
+            if !self.read_by(deadline)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The whole body. `Ok(None)`: the client closed mid-body.
+    fn read_body(
+        &mut self,
+        head: &RequestHead,
+        deadline: Instant,
+    ) -> Result<Option<Vec<u8>>, Rejection> {
+        let max_body = self.shared.options.max_body;
+        if let BodyFraming::Length(n) = head.framing {
+            if n > max_body {
+                return Err(too_large(max_body));
+            }
+        }
+        if head.expect_continue && head.framing != BodyFraming::None && self.buf.is_empty() {
+            let deadline = Instant::now() + self.shared.options.io_timeout;
+            if self
+                .write_all_by(b"HTTP/1.1 100 Continue\r\n\r\n", deadline)
+                .is_err()
+            {
+                return Ok(None);
+            }
+        }
+        match head.framing {
+            BodyFraming::None => Ok(Some(Vec::new())),
+            BodyFraming::Length(n) => self.read_length(n, deadline),
+            BodyFraming::Chunked => self.read_chunked(max_body, deadline),
+        }
+    }
+
+    fn read_length(&mut self, n: u64, deadline: Instant) -> Result<Option<Vec<u8>>, Rejection> {
+        let n = n as usize; // n <= max_body, which fits in memory by configuration
+        if self.buf.len() >= n {
+            let rest = self.buf.split_off(n);
+            return Ok(Some(std::mem::replace(&mut self.buf, rest)));
+        }
+        let mut body = std::mem::take(&mut self.buf);
+        body.reserve((n - body.len()).min(PREALLOCATE_MAX as usize));
+        while body.len() < n {
+            let len = body.len();
+            let want = (n - len).min(READ_CHUNK.max(body.capacity() - len));
+            body.resize(len + want, 0);
+            let read = self.stream.read(&mut body[len..]);
+            body.truncate(len + *read.as_ref().unwrap_or(&0));
+            match read {
+                // The client stopped sending (it may still read): say why, then close.
+                Ok(0) => {
+                    return Err(Rejection::new(
+                        400,
+                        "The connection closed before the whole body arrived.",
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) if is_tick(&e) => {
+                    if self.shared.forced() {
+                        return Ok(None);
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(too_slow(self.shared.options.io_timeout));
+                    }
+                }
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok(Some(body))
+    }
+
+    fn read_chunked(
+        &mut self,
+        max_body: u64,
+        deadline: Instant,
+    ) -> Result<Option<Vec<u8>>, Rejection> {
+        let mut decoder = ChunkedDecoder::new();
+        let mut body = Vec::new();
+        loop {
+            let (used, done) = decoder.decode(&self.buf, &mut body)?;
+            self.buf.drain(..used);
+            if body.len() as u64 > max_body {
+                return Err(too_large(max_body));
+            }
+            if done {
+                return Ok(Some(body));
+            }
+            if !self.read_by(deadline)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Waits for the worker's answer, watching the client meanwhile. `None`: the server
+    /// gave up on this connection (forced close).
+    ///
+    /// # Blocking
+    /// `recv_timeout` of one tick on the request's own answer channel; woken by
+    /// `Request::respond`, or by the request being dropped unanswered (then an empty 500).
+    fn await_response(
+        &mut self,
+        replies: &Receiver<Response>,
+        gone: &GoneWatch,
+    ) -> Option<Response> {
+        loop {
+            match replies.recv_timeout(TICK) {
+                Ok(response) => return Some(response),
+                Err(RecvTimeoutError::Disconnected) => {
+                    let mut response = Response::new(500, Box::new(Vec::new()));
+                    response.close = true;
+                    return Some(response);
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.shared.forced() {
+                        return None;
+                    }
+                    self.watch_client(gone);
+                }
+            }
+        }
+    }
+
+    /// Fires `gone` if the client has closed its side. Bytes it sent meanwhile (a pipelined
+    /// request) are kept for later, up to one head's worth.
+    fn watch_client(&mut self, gone: &GoneWatch) {
+        if gone.is_gone() || self.buf.len() > self.shared.options.head_limits.max_head_bytes {
+            return;
+        }
+        if self.stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let read = self.read_more();
+        let _ = self.stream.set_nonblocking(false);
+        match read {
+            Ok(0) => gone.fire(),
+            Ok(_) => {}
+            Err(e) if is_tick(&e) => {}
+            Err(_) => gone.fire(),
+        }
+    }
+
+    /// Writes the answer; false if it could not be written whole in time.
+    fn write_response(&mut self, response: &Response, head_only: bool, close: bool) -> bool {
+        let body = (*response.body).as_ref();
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\nDate: {}\r\n",
+            response.status,
+            framing::reason_phrase(response.status),
+            httpdate::fmt_http_date(SystemTime::now())
+        );
+        for (name, value) in &response.headers {
+            let clean = |s: &str| !s.bytes().any(|b| b == b'\r' || b == b'\n');
+            if clean(name) && clean(value) {
+                head.push_str(name);
+                head.push_str(": ");
+                head.push_str(value);
+                head.push_str("\r\n");
+            }
+        }
+        if response.status != 204 && response.status != 304 && response.status >= 200 {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        if close {
+            head.push_str("Connection: close\r\n");
+        }
+        head.push_str("\r\n");
+        let body = if head_only { &[][..] } else { body };
+        let deadline = Instant::now() + self.shared.options.io_timeout;
+        let written = if body.len() <= COALESCE_MAX {
+            let mut bytes = head.into_bytes();
+            bytes.extend_from_slice(body);
+            self.write_all_by(&bytes, deadline)
+        } else {
+            self.write_all_by(head.as_bytes(), deadline)
+                .and_then(|()| self.write_all_by(body, deadline))
+        };
+        match written {
+            Ok(()) => true,
+            Err(e) => {
+                log::debug!("writing an answer failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// # Blocking
+    /// Socket writes of one tick each, until all is written or `deadline` (or a forced close).
+    fn write_all_by(&mut self, mut data: &[u8], deadline: Instant) -> io::Result<()> {
+        while !data.is_empty() {
+            match self.stream.write(data) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => data = &data[n..],
+                Err(e) if is_tick(&e) => {
+                    if self.shared.forced() || Instant::now() >= deadline {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers a request that cannot be served and closes the connection.
+    fn refuse(&mut self, rejection: &Rejection) {
+        log::debug!(
+            "refused a request: {} {}",
+            rejection.status,
+            rejection.reason
+        );
+        let deadline = Instant::now() + self.shared.options.io_timeout.min(LINGER_TIME * 5);
+        if self
+            .write_all_by(&framing::rejection_response(rejection), deadline)
+            .is_err()
+        {
+            return;
+        }
+        // Lingering close: stop sending, then discard what the client still sends, briefly.
+        let _ = self.stream.shutdown(Shutdown::Write);
+        let until = Instant::now() + LINGER_TIME;
+        let mut sink = [0u8; 8192];
+        let mut discarded = 0;
+        while discarded < LINGER_BYTES && Instant::now() < until {
+            match self.stream.read(&mut sink) {
+                Ok(0) => break,
+                Ok(n) => discarded += n,
+                Err(e) if is_tick(&e) => {}
+                Err(_) => break,
+            }
+        }
+    }
+}
