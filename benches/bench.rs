@@ -1235,36 +1235,32 @@ impl Floor {
     /// Four workers, as many as the emulator's default front threads. A request with an
     /// `X-Reply-Len` header gets that many bytes back; any other gets `ok`.
     fn start() -> Floor {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("floor server"));
-        let addr = server.server_addr().to_ip().expect("an IP listener");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("floor listener");
+        let server = Arc::new(
+            tiny_http::Server::from_listener(listener, tiny_http::ServerOptions::default())
+                .expect("floor server"),
+        );
+        let addr = server.server_addr();
         let stopping = Arc::new(AtomicBool::new(false));
         let noise = noise();
         let workers = (0..4)
             .map(|_| {
                 let (server, stopping) = (server.clone(), stopping.clone());
                 std::thread::spawn(move || loop {
-                    let mut rq = match server.recv() {
-                        Ok(rq) => rq,
-                        Err(_) if stopping.load(Ordering::SeqCst) => return,
-                        Err(_) => continue,
+                    let Some(rq) = server.recv() else {
+                        if stopping.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        continue;
                     };
-                    let _ = io::copy(rq.as_reader(), &mut io::sink());
                     let len = rq
                         .headers()
                         .iter()
-                        .find(|h| h.field.equiv("X-Reply-Len"))
-                        .and_then(|h| h.value.as_str().parse::<usize>().ok())
+                        .find(|(name, _)| name.eq_ignore_ascii_case("X-Reply-Len"))
+                        .and_then(|(_, value)| value.parse::<usize>().ok())
                         .map_or(2, |n| n.min(MIB));
                     let data: &'static [u8] = if len == 2 { b"ok" } else { &noise[..len] };
-                    let response = tiny_http::Response::new(
-                        tiny_http::StatusCode(200),
-                        Vec::new(),
-                        data,
-                        Some(len),
-                        None,
-                    )
-                    .with_chunked_threshold(usize::MAX);
-                    let _ = rq.respond(response);
+                    rq.respond(tiny_http::Response::new(200, Box::new(data)));
                 })
             })
             .collect();

@@ -22,6 +22,7 @@ pub struct Args {
 
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up; boxing argh subcommands buys nothing
 enum Command {
     Serve(ServeArgs),
     Execute(jobs::ExecuteArgs),
