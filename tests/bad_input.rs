@@ -639,7 +639,7 @@ fn bad_input_table() {
                 sent: br#"{"deployedAppRid""#,
                 declared: 100,
             },
-            Want::Closed,
+            invalid(truncated),
         ),
         row(
             "result post: bad chunk size",
@@ -647,7 +647,7 @@ fn bad_input_table() {
             &post_result,
             vec![module()],
             Body::RawChunked(b"zz\r\nabc\r\n0\r\n\r\n"),
-            invalid("The request body could not be read: Error while decoding chunks."),
+            invalid("The chunk size starts with the non-hex byte 'z'."),
         ),
         row(
             "execute: declared over the limit",

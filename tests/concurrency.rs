@@ -170,12 +170,14 @@ fn a_reset_releases_a_parked_poll_of_the_old_session() {
 }
 
 #[test]
-fn a_small_front_pool_serves_threads_plus_twenty_concurrent_executes() {
+fn a_small_reserve_serves_threads_plus_twenty_concurrent_executes() {
     const THREADS: usize = 2;
     const CLIENTS: usize = THREADS + 20;
+    // Every execute has a wait place; only the two spare workers serve the runtime's polls
+    // and result posts, which must never queue behind the waiting executes.
     let server = TestServer::start(|cfg| {
         cfg.threads = THREADS;
-        cfg.wait_threads = 4;
+        cfg.wait_threads = CLIENTS;
         cfg.execute_timeout = Duration::from_secs(30);
     });
     let rt = server.runtime_bound("rt", RID);

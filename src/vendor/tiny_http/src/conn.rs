@@ -378,7 +378,7 @@ impl Conn {
                 Ok(0) => {
                     return Err(Rejection::new(
                         400,
-                        "The connection closed before the whole body arrived.",
+                        "The request body could not be read: the connection closed before the whole body arrived.",
                     ))
                 }
                 Ok(_) => {}
