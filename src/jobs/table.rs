@@ -348,7 +348,7 @@ impl JobTable {
         req: EnqueueRequest,
         waker: Option<Arc<Waiters>>,
     ) -> Result<JobId, Error> {
-        // Minted before locking: it may read /dev/urandom.
+        // Minted before locking: it may refill the id pool (a getrandom call).
         let id = JobId::random();
         let mut inner = self.lock();
         if inner.shutting_down {
