@@ -113,8 +113,9 @@ impl Cancel for NeverCancel {
 /// Who takes a job off a runtime's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Taker {
-    /// A module's poll: the job stays `queued` (reserved) until [`JobTable::delivered`] says
-    /// its envelope reached the module.
+    /// A module's poll: the job is `running` at once (so whoever reads its status after the
+    /// module got it sees `running`), but if [`JobTable::delivered`] then says the envelope
+    /// never reached the module, it goes back to `queued` at the head of its queue.
     Module,
     /// A built-in runtime thread: the job is `running` at once.
     Builtin,
@@ -197,8 +198,8 @@ struct Job {
     waker: Option<Arc<Waiters>>,
     /// Its key in `Ledger::running` while the job runs.
     run_deadline: Option<Instant>,
-    /// Queued but handed to a poll whose answer is being written: no one else may take it,
-    /// and it turns `running` only once that answer was delivered.
+    /// Running, but the poll answer that carries it is still being written: if that write
+    /// fails, the job goes back to `queued` (see [`JobTable::delivered`]).
     delivering: bool,
 }
 
@@ -492,25 +493,29 @@ impl JobTable {
 
     /// The answer to a module's poll that carried job `id` was written (`true`) or not
     /// (`false`: the module's connection was gone, the write failed, or it was `HEAD`).
-    /// Delivered, the job turns `running`; undelivered, it goes back to the head of its
+    /// Undelivered, the job goes back from `running` to `queued`, at the head of its
     /// runtime's queue for the next poll. A job that ended meanwhile (an early result, a
-    /// reset) is left as it is.
+    /// reset, a restart) is left as it is.
     pub fn delivered(&self, id: &JobId, ok: bool) {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let Some(job) = inner.jobs.get_mut(id) else {
             return;
         };
-        if job.view.state != JobState::Queued || !job.delivering {
+        if job.view.state != JobState::Running || !job.delivering {
             return;
         }
         job.delivering = false;
         if ok {
-            start_running(job, &mut inner.ledger, &self.limits);
-            if let Some(runtime) = inner.registry.runtimes.get_mut(&job.view.runtime_id) {
-                runtime.queued -= 1;
-            }
-        } else if let Some(runtime) = inner.registry.runtimes.get(&job.view.runtime_id) {
+            return;
+        }
+        job.view.state = JobState::Queued;
+        job.view.dispatched_at = None;
+        if let Some(deadline) = job.run_deadline.take() {
+            inner.ledger.running.remove(&(deadline, id.clone()));
+        }
+        if let Some(runtime) = inner.registry.runtimes.get_mut(&job.view.runtime_id) {
+            runtime.queued += 1;
             log::debug!("job {id} was not delivered; back at the head of its queue");
             runtime.push_front(id);
         }
@@ -783,17 +788,13 @@ impl Inner {
     /// Takes a queued job for `taker`; `None` if it is no longer takeable (skip its stale id).
     fn claim(&mut self, id: &JobId, taker: Taker, limits: &Limits) -> Option<Dispatched> {
         let job = self.jobs.get_mut(id)?;
-        if job.view.state != JobState::Queued || job.delivering {
+        if job.view.state != JobState::Queued {
             return None;
         }
-        match taker {
-            Taker::Module => job.delivering = true,
-            Taker::Builtin => {
-                start_running(job, &mut self.ledger, limits);
-                if let Some(runtime) = self.registry.runtimes.get_mut(&job.view.runtime_id) {
-                    runtime.queued -= 1;
-                }
-            }
+        start_running(job, &mut self.ledger, limits);
+        job.delivering = taker == Taker::Module;
+        if let Some(runtime) = self.registry.runtimes.get_mut(&job.view.runtime_id) {
+            runtime.queued -= 1;
         }
         Some(Dispatched {
             job_id: id.clone(),
