@@ -1240,7 +1240,7 @@ impl Floor {
             tiny_http::Server::from_listener(listener, tiny_http::ServerOptions::default())
                 .expect("floor server"),
         );
-        let addr = server.server_addr();
+        let addr = server.server_addr().expect("the floor listens");
         let stopping = Arc::new(AtomicBool::new(false));
         let noise = noise();
         let workers = (0..4)

@@ -78,27 +78,30 @@ impl Emulator {
             listen_url: base_url.clone(),
             tls: std::sync::OnceLock::new(),
         });
-        // TLS terminates in front of the plain listener (bound above, so connections wait in
-        // its backlog until the workers run).
+        // Bound before the workers start, so early connections wait in its backlog.
         #[cfg(feature = "tls")]
-        let tls = match &config.tls {
+        let mut tls = match &config.tls {
             Some(opts) => {
-                let proxy = crate::tls::TlsProxy::start(
+                let tls = crate::tls::TlsListener::bind(
                     &config.host,
                     opts.port,
                     opts.cert.as_deref(),
                     opts.key.as_deref(),
-                    crate::tls::connectable(addr),
                 )?;
                 let _ = app.tls.set(crate::api::TlsInfo {
-                    base_url: proxy.base_url().to_string(),
-                    ca_path: proxy.ca_path().map(|p| p.display().to_string()),
+                    base_url: tls.base_url().to_string(),
+                    ca_path: tls.ca_path().map(|p| p.display().to_string()),
                 });
-                Some(proxy)
+                Some(tls)
             }
             None => None,
         };
         let http = HttpServer::start(listener, app, options)?;
+        // HTTPS connections are ordinary connections of the same server and workers.
+        #[cfg(feature = "tls")]
+        if let Some((listener, config)) = tls.as_mut().and_then(|t| t.take_listener()) {
+            http.listen_tls(listener, config)?;
+        }
         let mut builtin_threads = Vec::new();
         for (runtime_id, token, builtin) in builtins {
             builtin_threads.extend(builtin::spawn(table.clone(), &runtime_id, token, &builtin)?);
@@ -182,8 +185,9 @@ pub struct Running {
     janitor: Option<Janitor>,
     base_url: String,
     shutdown_grace: std::time::Duration,
+    /// Its address, URL and generated CA (removed when this is dropped).
     #[cfg(feature = "tls")]
-    tls: Option<crate::tls::TlsProxy>,
+    tls: Option<crate::tls::TlsListener>,
     table: Arc<JobTable>,
     http: Option<HttpServer>,
     builtin_threads: Vec<builtin::JobHandle>,
@@ -265,9 +269,8 @@ impl Running {
             janitor.stop();
         }
         if let Some(http) = self.http.take() {
-            // New clients are refused first; then open jobs fail and every wait wakes, so
-            // waiting clients are answered (through the TLS front too, which therefore stops
-            // last) within the grace.
+            // New clients are refused first (plain and TLS); then open jobs fail and every
+            // wait wakes, so waiting clients are answered within the grace.
             http.stop_accepting();
             self.table.shutdown();
             http.shutdown(self.shutdown_grace);
@@ -276,10 +279,9 @@ impl Running {
                 let _ = handle.join();
             }
         }
+        // Removes the generated CA file.
         #[cfg(feature = "tls")]
-        if let Some(tls) = self.tls.take() {
-            tls.shutdown();
-        }
+        drop(self.tls.take());
     }
 }
 

@@ -1,73 +1,52 @@
-//! HTTPS beside the plain listener: a small TLS-terminating proxy (feature `tls`).
+//! HTTPS beside the plain listener (feature `tls`): the certificate, and the start-up CA.
 //!
 //! The Python compute-module SDK only speaks HTTPS, so the emulator also listens for TLS.
-//! Rather than a second HTTP stack, [`TlsProxy`] accepts TLS connections, does the rustls
-//! handshake, and pipes the decrypted bytes to the emulator's own plain listener on loopback:
-//! every route, limit and lane behaves exactly as over plain HTTP.
-//!
-//! Each connection gets a thread that does the handshake under a deadline and then pumps
-//! client → backend, plus one thread that pumps backend → client. Both block on their socket
-//! reads (no polling, so an idle long poll costs no CPU) and share the
-//! [`rustls::ServerConnection`] behind a mutex that is never held across a socket read.
-//! Writes to the client socket are serialized by a second mutex, taken before the connection's,
-//! so TLS records leave in the order rustls produced them. EOF or an error on either side
-//! closes both sockets.
+//! A TLS connection is an ordinary connection of the vendored tiny_http (its `listen_tls`):
+//! the connection thread does the rustls handshake and then reads and writes plaintext
+//! through rustls, feeding the same request queue and workers as the plain listener. This
+//! module only binds the listener and makes the rustls `ServerConfig`.
 //!
 //! Without `--tls-cert`/`--tls-key`, start-up makes a throwaway CA and a server certificate
 //! for `localhost`, `127.0.0.1` and `::1` signed by it, and writes the CA certificate to
 //! `ca.pem` in a fresh private directory under the system temp dir (removed on shutdown).
 //! That file is what modules trust (`CONNECTIONS_TO_OTHER_PODS_CA_PATH`, `DEFAULT_CA_PATH`).
 
-use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use rustls::{ServerConfig, ServerConnection};
+use rustls::ServerConfig;
 
-/// Open TLS connections beyond which new ones are closed at once.
-pub const MAX_CONNECTIONS: usize = 256;
-/// How long a client has to complete the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A write to the client that makes no progress for this long ends the connection.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long shutdown waits for closed connections' threads to notice.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-const BUF_SIZE: usize = 16 * 1024;
 /// Validity of generated certificates, counted from yesterday.
 const CERT_DAYS: i64 = 366;
 
-/// A running TLS listener in front of the plain one. Dropping it shuts it down.
-pub struct TlsProxy {
+/// A bound TLS listener with its rustls configuration and, when generated, its CA file.
+/// Dropping it removes the generated CA directory.
+pub struct TlsListener {
+    listener: Option<TcpListener>,
+    config: Arc<ServerConfig>,
     addr: SocketAddr,
     base_url: String,
     ca_dir: Option<PathBuf>,
     ca_path: Option<PathBuf>,
-    stop: Arc<AtomicBool>,
-    conns: Arc<Conns>,
-    accept: Option<JoinHandle<()>>,
 }
 
-impl TlsProxy {
-    /// Binds `host:port` (0 picks a free port) and forwards decrypted traffic to `backend`.
+impl TlsListener {
+    /// Binds `host:port` (0 picks a free port).
     ///
     /// `cert` and `key` are PEM files (a certificate chain, leaf first, and its private key);
     /// give both or neither. With neither, a CA and a server certificate are generated.
-    pub fn start(
+    pub fn bind(
         host: &str,
         port: u16,
         cert: Option<&Path>,
         key: Option<&Path>,
-        backend: SocketAddr,
-    ) -> io::Result<TlsProxy> {
+    ) -> io::Result<TlsListener> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let listener = TcpListener::bind((host, port)).map_err(|e| {
             io::Error::new(
@@ -93,8 +72,6 @@ impl TlsProxy {
             })
             .map_err(|e| invalid_input(&format!("cannot use the TLS certificate and key: {e}")))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let config = Arc::new(config);
-
         let (ca_dir, ca_path) = match &identity.ca_pem {
             Some(pem) => {
                 let (dir, path) = write_ca(pem, &provider)?;
@@ -102,32 +79,20 @@ impl TlsProxy {
             }
             None => (None, None),
         };
-        let stop = Arc::new(AtomicBool::new(false));
-        let conns = Arc::new(Conns::default());
-        let accept = {
-            let (stop, conns) = (stop.clone(), conns.clone());
-            std::thread::Builder::new()
-                .name("tls-accept".into())
-                .spawn(move || accept_loop(listener, config, backend, &stop, &conns))
-        };
-        let accept = match accept {
-            Ok(handle) => handle,
-            Err(e) => {
-                if let Some(dir) = &ca_dir {
-                    let _ = std::fs::remove_dir_all(dir);
-                }
-                return Err(e);
-            }
-        };
-        Ok(TlsProxy {
+        Ok(TlsListener {
+            listener: Some(listener),
+            config: Arc::new(config),
             addr,
             base_url,
             ca_dir,
             ca_path,
-            stop,
-            conns,
-            accept: Some(accept),
         })
+    }
+
+    /// The listener and configuration for the HTTP server to serve; `None` once taken.
+    pub fn take_listener(&mut self) -> Option<(TcpListener, Arc<ServerConfig>)> {
+        let listener = self.listener.take()?;
+        Some((listener, self.config.clone()))
     }
 
     /// The bound address (useful with port 0).
@@ -146,37 +111,15 @@ impl TlsProxy {
     pub fn ca_path(&self) -> Option<&Path> {
         self.ca_path.as_deref()
     }
+}
 
-    /// Stops accepting, closes open connections (waiting briefly for their threads), and
-    /// removes the generated CA directory.
-    pub fn shutdown(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        let Some(accept) = self.accept.take() else {
-            return;
-        };
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept(); it sees the flag and returns, dropping the listener.
-        match TcpStream::connect_timeout(&connectable(self.addr), Duration::from_secs(1)) {
-            Ok(_) => {
-                let _ = accept.join();
-            }
-            Err(e) => log::warn!("tls: cannot wake the accept thread on {}: {e}", self.addr),
-        }
-        self.conns.close_all(SHUTDOWN_GRACE);
+impl Drop for TlsListener {
+    fn drop(&mut self) {
         if let Some(dir) = self.ca_dir.take() {
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 log::warn!("tls: cannot remove {}: {e}", dir.display());
             }
         }
-    }
-}
-
-impl Drop for TlsProxy {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -392,408 +335,6 @@ fn write_ca(pem: &str, provider: &CryptoProvider) -> io::Result<(PathBuf, PathBu
         ));
     }
     Ok((dir, path))
-}
-
-/// Open connections: their sockets, so shutdown can close them, and the count for the cap.
-#[derive(Default)]
-struct Conns {
-    open: Mutex<Open>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct Open {
-    next_id: u64,
-    closing: bool,
-    sockets: HashMap<u64, Vec<TcpStream>>,
-}
-
-impl Conns {
-    fn lock(&self) -> MutexGuard<'_, Open> {
-        self.open.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Registers a new connection, unless shutting down or at the cap.
-    fn admit(self: &Arc<Self>, stream: &TcpStream) -> Result<Slot, &'static str> {
-        let mut open = self.lock();
-        if open.closing {
-            return Err("shutting down");
-        }
-        if open.sockets.len() >= MAX_CONNECTIONS {
-            return Err("too many open TLS connections");
-        }
-        let clone = stream.try_clone().map_err(|_| "cannot clone the socket")?;
-        open.next_id += 1;
-        let id = open.next_id;
-        open.sockets.insert(id, vec![clone]);
-        Ok(Slot {
-            conns: self.clone(),
-            id,
-        })
-    }
-
-    /// Stops admitting, shuts every open socket down (which ends their threads' blocking
-    /// reads and writes), and waits up to `grace` for the threads to release their slots.
-    fn close_all(&self, grace: Duration) {
-        let mut open = self.lock();
-        open.closing = true;
-        for stream in open.sockets.values().flatten() {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-        let (open, wait) = self
-            .changed
-            .wait_timeout_while(open, grace, |open| !open.sockets.is_empty())
-            .unwrap_or_else(PoisonError::into_inner);
-        if wait.timed_out() {
-            log::warn!(
-                "tls: {} connection thread(s) still running at shutdown",
-                open.sockets.len()
-            );
-        }
-    }
-}
-
-/// One admitted connection; dropping it frees the place.
-struct Slot {
-    conns: Arc<Conns>,
-    id: u64,
-}
-
-impl Slot {
-    /// Registers the backend socket too, so shutdown closes it; false when shutting down.
-    fn attach(&self, stream: &TcpStream) -> bool {
-        let mut open = self.conns.lock();
-        if open.closing {
-            return false;
-        }
-        match (stream.try_clone(), open.sockets.get_mut(&self.id)) {
-            (Ok(clone), Some(sockets)) => {
-                sockets.push(clone);
-                true
-            }
-            _ => false,
-        }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.conns.lock().sockets.remove(&self.id);
-        self.conns.changed.notify_all();
-    }
-}
-
-fn accept_loop(
-    listener: TcpListener,
-    config: Arc<ServerConfig>,
-    backend: SocketAddr,
-    stop: &AtomicBool,
-    conns: &Arc<Conns>,
-) {
-    for stream in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(e) => {
-                log::warn!("tls: accept failed: {e}");
-                if !matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
-                ) {
-                    // Out of file descriptors and the like: do not spin.
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                continue;
-            }
-        };
-        let peer = stream
-            .peer_addr()
-            .map_or_else(|_| "?".to_string(), |a| a.to_string());
-        let slot = match conns.admit(&stream) {
-            Ok(slot) => slot,
-            Err(why) => {
-                log::warn!("tls: closing connection from {peer}: {why} (limit {MAX_CONNECTIONS})");
-                continue;
-            }
-        };
-        let config = config.clone();
-        let spawned = std::thread::Builder::new()
-            .name("tls-conn".into())
-            .spawn(move || {
-                if let Err(e) = serve_connection(stream, config, backend, &slot, &peer) {
-                    log::debug!("tls: connection from {peer} ended: {e}");
-                }
-                drop(slot);
-            });
-        if let Err(e) = spawned {
-            log::warn!("tls: cannot start a connection thread: {e}");
-        }
-    }
-}
-
-/// The state both pump threads of one connection share.
-struct Shared {
-    /// Taken before `tls` by whoever writes to the client, so records go out in order.
-    client_tx: Mutex<TcpStream>,
-    tls: Mutex<ServerConnection>,
-}
-
-impl Shared {
-    fn tls(&self) -> MutexGuard<'_, ServerConnection> {
-        self.tls.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Encrypts `plain` (if any) and sends everything rustls has queued to the client.
-    fn send(&self, plain: &[u8], close_notify: bool) -> io::Result<()> {
-        let mut tx = self
-            .client_tx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let out = {
-            let mut tls = self.tls();
-            if !plain.is_empty() {
-                tls.writer().write_all(plain)?;
-            }
-            if close_notify {
-                tls.send_close_notify();
-            }
-            pending_tls(&mut tls)?
-        };
-        tx.write_all(&out)
-    }
-
-    /// Sends a queued alert unless the other pump is busy writing (it may be stuck on a client
-    /// that does not read; the connection is closing anyway).
-    fn try_send_alert(&self) {
-        if let Ok(mut tx) = self.client_tx.try_lock() {
-            if let Ok(out) = pending_tls(&mut self.tls()) {
-                let _ = tx.write_all(&out);
-            }
-        }
-    }
-}
-
-fn pending_tls(tls: &mut ServerConnection) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    while tls.wants_write() {
-        tls.write_tls(&mut out)?;
-    }
-    Ok(out)
-}
-
-fn tls_error(e: rustls::Error) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e)
-}
-
-fn serve_connection(
-    mut client: TcpStream,
-    config: Arc<ServerConfig>,
-    backend: SocketAddr,
-    slot: &Slot,
-    peer: &str,
-) -> io::Result<()> {
-    let _ = client.set_nodelay(true);
-    let mut tls = ServerConnection::new(config).map_err(tls_error)?;
-    if let Err(e) = handshake(&mut tls, &mut client) {
-        // Worth seeing: a client that does not trust the CA shows up here.
-        log::info!("tls: handshake with {peer} failed: {e}");
-        return Ok(());
-    }
-    // Long polls keep connections quiet for many seconds: no read timeout from here on.
-    client.set_read_timeout(None)?;
-    client.set_write_timeout(Some(WRITE_TIMEOUT))?;
-
-    let backend = match TcpStream::connect_timeout(&backend, BACKEND_CONNECT_TIMEOUT) {
-        Ok(stream) => stream,
-        Err(e) => {
-            log::warn!("tls: cannot reach the HTTP listener at {backend} for {peer}: {e}");
-            return Ok(());
-        }
-    };
-    let _ = backend.set_nodelay(true);
-    if !slot.attach(&backend) {
-        return Ok(());
-    }
-    tls.set_buffer_limit(None);
-    let shared = Arc::new(Shared {
-        client_tx: Mutex::new(client.try_clone()?),
-        tls: Mutex::new(tls),
-    });
-    let closer = Arc::new(Closer(client.try_clone()?, backend.try_clone()?));
-    let outbound = {
-        let (shared, backend, closer) = (shared.clone(), backend.try_clone()?, closer.clone());
-        std::thread::Builder::new()
-            .name("tls-out".into())
-            .spawn(move || {
-                pump_out(&shared, backend);
-                closer.close();
-            })
-    };
-    let outbound = match outbound {
-        Ok(handle) => handle,
-        Err(e) => {
-            closer.close();
-            return Err(e);
-        }
-    };
-    let result = pump_in(&shared, client, backend);
-    closer.close();
-    let _ = outbound.join();
-    result
-}
-
-/// The client and backend sockets of one connection: EOF or an error on either closes both,
-/// which ends the other pump's blocking read.
-struct Closer(TcpStream, TcpStream);
-
-impl Closer {
-    fn close(&self) {
-        let _ = self.0.shutdown(Shutdown::Both);
-        let _ = self.1.shutdown(Shutdown::Both);
-    }
-}
-
-/// Drives the handshake on the blocking socket, all of it within [`HANDSHAKE_TIMEOUT`].
-fn handshake(tls: &mut ServerConnection, client: &mut TcpStream) -> io::Result<()> {
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    client.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
-    loop {
-        while tls.wants_write() {
-            tls.write_tls(client)?;
-        }
-        if !tls.is_handshaking() {
-            return Ok(());
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "not completed within the time limit",
-            ));
-        }
-        client.set_read_timeout(Some(left))?;
-        match tls.read_tls(client) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the client closed the connection",
-                ))
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no handshake within {} s", HANDSHAKE_TIMEOUT.as_secs()),
-                ))
-            }
-            Err(e) => return Err(e),
-        }
-        if let Err(e) = tls.process_new_packets() {
-            // Tell the client why (an alert), best effort.
-            while tls.wants_write() {
-                if tls.write_tls(client).is_err() {
-                    break;
-                }
-            }
-            return Err(tls_error(e));
-        }
-    }
-}
-
-/// Client → backend: read TLS bytes (no lock held), decrypt them under the lock, forward the
-/// plaintext. Ends on EOF, close_notify, or any error.
-fn pump_in(shared: &Shared, mut client: TcpStream, mut backend: TcpStream) -> io::Result<()> {
-    let mut buf = vec![0u8; BUF_SIZE];
-    // Application data may have arrived together with the client's last handshake message.
-    let mut input: &[u8] = &[];
-    loop {
-        let (plain, closed, reply) = {
-            let mut tls = shared.tls();
-            match decrypt(&mut tls, input) {
-                Ok((plain, closed)) => (plain, closed, tls.wants_write()),
-                Err(e) => {
-                    drop(tls);
-                    shared.try_send_alert();
-                    return Err(e);
-                }
-            }
-        };
-        if !plain.is_empty() {
-            backend.write_all(&plain)?;
-        }
-        if reply {
-            // Alerts, KeyUpdate answers and the like.
-            shared.send(&[], false)?;
-        }
-        if closed {
-            return Ok(());
-        }
-        let n = loop {
-            match client.read(&mut buf) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other?,
-            }
-        };
-        if n == 0 {
-            return Ok(());
-        }
-        input = &buf[..n];
-    }
-}
-
-/// Feeds `input` to rustls and returns the decrypted bytes and whether the peer closed.
-fn decrypt(tls: &mut ServerConnection, mut input: &[u8]) -> io::Result<(Vec<u8>, bool)> {
-    let mut plain = Vec::new();
-    loop {
-        let state = tls.process_new_packets().map_err(tls_error)?;
-        let ready = state.plaintext_bytes_to_read();
-        if ready > 0 {
-            let start = plain.len();
-            plain.resize(start + ready, 0);
-            tls.reader().read_exact(&mut plain[start..])?;
-        }
-        if state.peer_has_closed() {
-            return Ok((plain, true));
-        }
-        if input.is_empty() {
-            return Ok((plain, false));
-        }
-        // Never loop on input rustls refuses (a zero-length read means an unusable record).
-        if tls.read_tls(&mut input)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "the client sent an invalid TLS record",
-            ));
-        }
-    }
-}
-
-/// Backend → client: read plaintext (no lock held), encrypt and send it. On the backend's EOF,
-/// sends close_notify.
-fn pump_out(shared: &Shared, mut backend: TcpStream) {
-    let mut buf = vec![0u8; BUF_SIZE];
-    loop {
-        let n = match backend.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return,
-        };
-        if n == 0 {
-            let _ = shared.send(&[], true);
-            return;
-        }
-        if shared.send(&buf[..n], false).is_err() {
-            return;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! HTTPS: the TLS listener in front of the same routes, with the generated CA and with
+//! HTTPS: the TLS listener serving the same routes, with the generated CA and with
 //! user-provided certificates, against a rustls client that trusts only what it is given.
 //!
 //! Every socket has read and write timeouts, so a hang fails a test instead of hanging it.
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use foundry_emulator::tls::{pem, MAX_CONNECTIONS};
+use foundry_emulator::tls::pem;
 use foundry_emulator::{Config, Emulator, Running, TlsOptions};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -335,36 +335,91 @@ fn bad_clients_on_the_tls_port_do_not_affect_good_ones() {
 }
 
 #[test]
-fn connections_beyond_the_cap_are_closed_at_once() {
+fn silent_tls_clients_cost_only_their_own_connection() {
+    let running = Emulator::start(Config {
+        port: 0,
+        tls: Some(TlsOptions::default()),
+        io_timeout: Duration::from_secs(2),
+        ..Config::default()
+    })
+    .expect("the emulator starts");
+    let addr = running.tls_addr().expect("a TLS listener");
+    let config = trusting(&ca_of(&running));
+    // More silent clients than the old TLS proxy admitted (256): each holds only its own
+    // connection thread, until the handshake deadline (`--io-timeout`) closes it.
+    let held: Vec<TcpStream> = (0..300).map(|_| tcp(addr)).collect();
+    let mut good = Https::connect(&config, addr, "127.0.0.1").expect("a handshake beside them");
+    assert_eq!(good.get("/_emulate/health").status, 200);
+
+    let mut silent = held.into_iter().next().expect("a held connection");
+    let mut rest = Vec::new();
+    match silent.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty(), "nothing but a close for a silent client"),
+        Err(e) => assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset,
+            "the server closes a client that never starts its handshake: {e}"
+        ),
+    }
+    assert_eq!(good.get("/_emulate/health").status, 200);
+}
+
+#[test]
+fn an_abandoned_tls_poll_gives_its_job_to_the_next_poller() {
     let running = start_generated();
     let addr = running.tls_addr().expect("a TLS listener");
     let config = trusting(&ca_of(&running));
-    let held: Vec<TcpStream> = (0..MAX_CONNECTIONS).map(|_| tcp(addr)).collect();
-
-    // The accept thread admits in order, so this one finds every place taken.
-    let mut extra = tcp(addr);
-    let mut buf = Vec::new();
-    match extra.read_to_end(&mut buf) {
-        Ok(_) => assert!(buf.is_empty(), "nothing is sent before closing"),
-        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
-    }
-
-    drop(held);
-    // The freed places are released as their threads see the close; retry until then.
+    let mut module = Https::connect(&config, addr, "127.0.0.1").expect("handshake");
+    let created = module.request(
+        "POST",
+        RUNTIMES,
+        &[("Content-Type", "application/json")],
+        br#"{"runtimeId":"t"}"#,
+    );
+    let token = created.json()["moduleAuthToken"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    let poll = |https: &mut Https| {
+        let head = format!(
+            "GET {RUNTIMES}/t/job HTTP/1.1\r\nHost: localhost\r\nModule-Auth-Token: {token}\r\n\r\n"
+        );
+        https.send(&head, b"");
+    };
+    // The first poll of a session is answered at once; the second is held.
+    poll(&mut module);
+    assert_eq!(module.response().status, 204);
+    poll(&mut module);
+    let polls = |running: &Running| running.runtimes()[0].last_poll_at;
+    let first_seen = polls(&running);
     let deadline = Instant::now() + IO_TIMEOUT;
-    loop {
-        match Https::connect(&config, addr, "127.0.0.1") {
-            Ok(mut https) => {
-                assert_eq!(https.get("/_emulate/health").status, 200);
-                break;
-            }
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("no TLS connection after the held ones closed: {e}"),
-        }
+    while polls(&running) == first_seen && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
     }
+    // The module is killed while its poll is held: its TCP connection closes, no close_notify.
+    drop(module);
+    let id = running
+        .enqueue_direct("t", "q", &json!({"n": 1}))
+        .expect("a job");
+
+    let mut live = Https::connect(&config, addr, "127.0.0.1").expect("handshake");
+    let got = loop {
+        poll(&mut live);
+        let resp = live.response();
+        if resp.status == 200 {
+            break resp;
+        }
+        assert_eq!(resp.status, 204);
+        assert!(Instant::now() < deadline, "no poll got job {id}");
+    };
+    assert_eq!(
+        got.json()["computeModuleJobV1"]["jobId"],
+        json!(id.to_string())
+    );
+    assert_eq!(
+        running.job(&id).expect("the job").state,
+        foundry_emulator::JobState::Running
+    );
 }
 
 /// A CA and a leaf for `localhost` only, written as PEM files; returns (dir, ca, cert, key).

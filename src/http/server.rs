@@ -167,6 +167,16 @@ impl HttpServer {
         self.addr
     }
 
+    /// Also serves `listener` over TLS: its connections feed the same workers.
+    #[cfg(feature = "tls")]
+    pub fn listen_tls(
+        &self,
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<SocketAddr> {
+        self.server.listen_tls(listener, config)
+    }
+
     /// Closes the listener; connections finish their current request, then close.
     pub fn stop_accepting(&self) {
         self.server.stop_accepting();

@@ -11,8 +11,8 @@
 //! at least that often, so the thread re-checks its deadline and the server's stop flags
 //! without any other wake-up mechanism.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io;
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::framing::{self, BodyFraming, ChunkedDecoder, Rejection, RequestHead};
 use crate::queue::RequestQueue;
 use crate::request::{GoneWatch, Request, Response};
+use crate::stream::{is_tick, Stream};
 use crate::ServerOptions;
 
 /// How often a blocked connection thread wakes to check its deadline and the stop flags,
@@ -151,23 +152,55 @@ enum Next {
     Refuse(Rejection),
 }
 
-struct Conn {
-    stream: TcpStream,
+struct Conn<S> {
+    stream: S,
     shared: Arc<Shared>,
     /// Bytes read but not yet used: the start of the next request, if pipelined.
     buf: Vec<u8>,
 }
 
-/// Serves one connection until it closes. Runs on the connection's own thread.
-pub(crate) fn serve(stream: TcpStream, shared: Arc<Shared>, _open: OpenGuard) {
-    let ready = stream
-        .set_read_timeout(Some(TICK))
-        .and_then(|()| stream.set_write_timeout(Some(TICK)))
-        .and_then(|()| stream.set_nodelay(true));
-    if let Err(e) = ready {
-        log::debug!("could not set up a connection: {e}");
+/// Serves a plain connection until it closes. Runs on the connection's own thread.
+pub(crate) fn serve_plain(socket: TcpStream, shared: Arc<Shared>, open: OpenGuard) {
+    if prepare(&socket) {
+        serve(socket, shared, open);
+    }
+}
+
+/// Serves a TLS connection until it closes: the handshake (under `io_timeout`), then the
+/// same loop as a plain connection. Runs on the connection's own thread.
+#[cfg(feature = "tls")]
+pub(crate) fn serve_tls(
+    socket: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    shared: Arc<Shared>,
+    open: OpenGuard,
+) {
+    if !prepare(&socket) {
         return;
     }
+    let peer = socket.peer_addr().ok();
+    let deadline = Instant::now() + shared.options.io_timeout;
+    let give_up = || shared.stopping() || shared.forced();
+    match crate::stream::handshake(config, socket, deadline, give_up) {
+        Ok(stream) => serve(stream, shared, open),
+        // Worth seeing at info: a client that does not trust the CA shows up here.
+        Err(e) => log::info!("TLS handshake with {peer:?} failed: {e}"),
+    }
+}
+
+/// Socket timeouts of one tick; false if the socket is already unusable.
+fn prepare(socket: &TcpStream) -> bool {
+    let ready = socket
+        .set_read_timeout(Some(TICK))
+        .and_then(|()| socket.set_write_timeout(Some(TICK)))
+        .and_then(|()| socket.set_nodelay(true));
+    if let Err(e) = &ready {
+        log::debug!("could not set up a connection: {e}");
+    }
+    ready.is_ok()
+}
+
+fn serve<S: Stream>(stream: S, shared: Arc<Shared>, _open: OpenGuard) {
     let mut conn = Conn {
         stream,
         shared,
@@ -179,17 +212,11 @@ pub(crate) fn serve(stream: TcpStream, shared: Arc<Shared>, _open: OpenGuard) {
             Next::Close => break,
             Next::Refuse(rejection) => {
                 conn.refuse(&rejection);
-                break;
+                return;
             }
         }
     }
-}
-
-fn is_tick(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-    )
+    conn.stream.end_writes();
 }
 
 fn too_slow(io_timeout: Duration) -> Rejection {
@@ -211,7 +238,7 @@ fn too_large(max_body: u64) -> Rejection {
     }
 }
 
-impl Conn {
+impl<S: Stream> Conn<S> {
     fn serve_one(&mut self) -> Next {
         let Some(started) = self.await_request() else {
             return Next::Close;
@@ -239,8 +266,8 @@ impl Conn {
                 .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
                 .collect(),
             body,
-            remote_addr: self.stream.peer_addr().ok(),
-            secure: self.shared.options.secure,
+            remote_addr: self.stream.socket().peer_addr().ok(),
+            secure: self.stream.secure(),
             received_at: started,
             gone: gone.clone(),
             reply_to,
@@ -453,11 +480,11 @@ impl Conn {
         if gone.is_gone() || self.buf.len() > self.shared.options.head_limits.max_head_bytes {
             return;
         }
-        if self.stream.set_nonblocking(true).is_err() {
+        if self.stream.socket().set_nonblocking(true).is_err() {
             return;
         }
         let read = self.read_more();
-        let _ = self.stream.set_nonblocking(false);
+        let _ = self.stream.socket().set_nonblocking(false);
         match read {
             Ok(0) => gone.fire(),
             Ok(_) => {}
@@ -510,13 +537,25 @@ impl Conn {
         }
     }
 
+    /// Writes `data` and flushes it (TLS holds records until flushed).
+    ///
     /// # Blocking
     /// Socket writes of one tick each, until all is written or `deadline` (or a forced close).
     fn write_all_by(&mut self, mut data: &[u8], deadline: Instant) -> io::Result<()> {
-        while !data.is_empty() {
-            match self.stream.write(data) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => data = &data[n..],
+        let mut flushed = false;
+        while !flushed {
+            let step = match data {
+                [] => self.stream.flush().map(|()| flushed = true),
+                _ => self.stream.write(data).and_then(|n| match n {
+                    0 => Err(io::ErrorKind::WriteZero.into()),
+                    n => {
+                        data = &data[n..];
+                        Ok(())
+                    }
+                }),
+            };
+            match step {
+                Ok(()) => {}
                 Err(e) if is_tick(&e) => {
                     if self.shared.forced() || Instant::now() >= deadline {
                         return Err(io::ErrorKind::TimedOut.into());
@@ -543,7 +582,7 @@ impl Conn {
             return;
         }
         // Lingering close: stop sending, then discard what the client still sends, briefly.
-        let _ = self.stream.shutdown(Shutdown::Write);
+        self.stream.end_writes();
         let until = Instant::now() + LINGER_TIME;
         let mut sink = [0u8; 8192];
         let mut discarded = 0;

@@ -26,6 +26,7 @@ pub mod framing;
 mod conn;
 mod queue;
 mod request;
+mod stream;
 
 pub use request::{GoneWatch, Request, Response};
 
@@ -51,8 +52,6 @@ pub struct ServerOptions {
     pub idle_timeout: Duration,
     /// Caps on a request head (431 past them).
     pub head_limits: framing::HeadLimits,
-    /// Whether requests arrive over TLS (reported by [`Request::secure`]).
-    pub secure: bool,
 }
 
 impl Default for ServerOptions {
@@ -62,7 +61,6 @@ impl Default for ServerOptions {
             io_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(300),
             head_limits: framing::HeadLimits::default(),
-            secure: false,
         }
     }
 }
@@ -75,38 +73,82 @@ const CONNECTION_STACK: usize = 256 * 1024;
 const BACKOFF_START: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// An HTTP server: an accept thread, one thread per connection, and a queue of whole
-/// requests for the caller's workers.
+/// An HTTP server: one accept thread per listener, one thread per connection, and one queue
+/// of whole requests for the caller's workers, whichever listener they came from.
 pub struct Server {
     shared: Arc<Shared>,
-    addr: SocketAddr,
     closing: Arc<AtomicBool>,
-    accept: Mutex<Option<JoinHandle<()>>>,
+    listeners: Mutex<Vec<Listening>>,
+}
+
+/// One listener's address and accept thread.
+struct Listening {
+    addr: SocketAddr,
+    accept: Option<JoinHandle<()>>,
+}
+
+/// How a listener's connections are wrapped.
+#[derive(Clone)]
+enum Wrap {
+    Plain,
+    #[cfg(feature = "tls")]
+    Tls(Arc<rustls::ServerConfig>),
 }
 
 impl Server {
-    /// Serves `listener` (already bound and listening).
-    pub fn from_listener(listener: TcpListener, options: ServerOptions) -> io::Result<Server> {
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(options, RequestQueue::new()));
-        let closing = Arc::new(AtomicBool::new(false));
-        let accept = {
-            let (shared, closing) = (shared.clone(), closing.clone());
-            thread::Builder::new()
-                .name("http-accept".into())
-                .spawn(move || accept_loop(listener, shared, closing))?
-        };
-        Ok(Server {
-            shared,
-            addr,
-            closing,
-            accept: Mutex::new(Some(accept)),
-        })
+    /// A server with no listener yet; add them with [`Server::listen`] and
+    /// [`Server::listen_tls`].
+    pub fn new(options: ServerOptions) -> Server {
+        Server {
+            shared: Arc::new(Shared::new(options, RequestQueue::new())),
+            closing: Arc::new(AtomicBool::new(false)),
+            listeners: Mutex::new(Vec::new()),
+        }
     }
 
-    /// The address the server listens on.
-    pub fn server_addr(&self) -> SocketAddr {
-        self.addr
+    /// Serves `listener` (already bound and listening) over plain HTTP.
+    pub fn from_listener(listener: TcpListener, options: ServerOptions) -> io::Result<Server> {
+        let server = Server::new(options);
+        server.listen(listener)?;
+        Ok(server)
+    }
+
+    /// Also serves `listener` over plain HTTP; its requests join the same queue.
+    pub fn listen(&self, listener: TcpListener) -> io::Result<SocketAddr> {
+        self.add(listener, Wrap::Plain)
+    }
+
+    /// Also serves `listener` over TLS with `config`; its requests join the same queue and
+    /// report [`Request::secure`]. The handshake counts against `io_timeout`.
+    #[cfg(feature = "tls")]
+    pub fn listen_tls(
+        &self,
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+    ) -> io::Result<SocketAddr> {
+        self.add(listener, Wrap::Tls(config))
+    }
+
+    fn add(&self, listener: TcpListener, wrap: Wrap) -> io::Result<SocketAddr> {
+        let addr = listener.local_addr()?;
+        let (shared, closing) = (self.shared.clone(), self.closing.clone());
+        let accept = thread::Builder::new()
+            .name("http-accept".into())
+            .spawn(move || accept_loop(listener, wrap, shared, closing))?;
+        self.lock_listeners().push(Listening {
+            addr,
+            accept: Some(accept),
+        });
+        Ok(addr)
+    }
+
+    fn lock_listeners(&self) -> std::sync::MutexGuard<'_, Vec<Listening>> {
+        self.listeners.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The address of the first listener.
+    pub fn server_addr(&self) -> Option<SocketAddr> {
+        self.lock_listeners().first().map(|l| l.addr)
     }
 
     /// Blocks until a whole request arrives; `None` after [`Server::unblock`] released this
@@ -129,23 +171,22 @@ impl Server {
         self.shared.open_connections()
     }
 
-    /// Closes the listener: new clients are refused by the kernel. Connections finish the
+    /// Closes the listeners: new clients are refused by the kernel. Connections finish the
     /// request they are in (its answer is still written) and then close; idle ones close at
     /// once. Requests queued but not yet taken get 503.
     pub fn stop_accepting(&self) {
-        let accept = self
-            .accept
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let Some(accept) = accept else {
+        let mut listeners = self.lock_listeners();
+        if self.closing.swap(true, Ordering::SeqCst) {
             return;
-        };
-        self.closing.store(true, Ordering::SeqCst);
+        }
         self.shared.stop();
-        // The accept thread blocks in accept(); a connection to ourselves wakes it.
-        let _ = TcpStream::connect_timeout(&connectable(self.addr), Duration::from_secs(1));
-        let _ = accept.join();
+        for listening in listeners.iter_mut() {
+            // The accept thread blocks in accept(); a connection to ourselves wakes it.
+            let _ = TcpStream::connect_timeout(&connectable(listening.addr), Duration::from_secs(1));
+            if let Some(accept) = listening.accept.take() {
+                let _ = accept.join();
+            }
+        }
     }
 
     /// Waits up to `grace` for every connection to close, then closes what is left.
@@ -183,7 +224,7 @@ fn connectable(addr: SocketAddr) -> SocketAddr {
     addr
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>, closing: Arc<AtomicBool>) {
+fn accept_loop(listener: TcpListener, wrap: Wrap, shared: Arc<Shared>, closing: Arc<AtomicBool>) {
     let mut backoff = BACKOFF_START;
     while !closing.load(Ordering::SeqCst) {
         let stream = match listener.accept() {
@@ -203,12 +244,16 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, closing: Arc<AtomicBo
         if closing.load(Ordering::SeqCst) {
             break;
         }
-        let conn_shared = shared.clone();
+        let (conn_shared, wrap) = (shared.clone(), wrap.clone());
         let guard = shared.open();
         let spawned = thread::Builder::new()
             .name("http-conn".into())
             .stack_size(CONNECTION_STACK)
-            .spawn(move || conn::serve(stream, conn_shared, guard));
+            .spawn(move || match wrap {
+                Wrap::Plain => conn::serve_plain(stream, conn_shared, guard),
+                #[cfg(feature = "tls")]
+                Wrap::Tls(config) => conn::serve_tls(stream, config, conn_shared, guard),
+            });
         match spawned {
             Ok(_) => backoff = BACKOFF_START,
             // The closure, with the stream and the guard, was dropped: that one client is

@@ -41,6 +41,9 @@ impl RequestQueue {
     }
 
     /// Queues a request; gives it back when the queue is closed.
+    // The refused request goes back to its own connection thread to be answered; boxing it
+    // would cost an allocation per request for a refusal that happens only at shutdown.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn push(&self, request: Request) -> Result<(), Request> {
         let mut state = self.lock();
         if state.closed {
