@@ -92,8 +92,8 @@ pub struct ServeArgs {
     /// finished jobs kept for status and result; the oldest go first (default 100000)
     #[argh(option, default = "100_000")]
     max_retained_jobs: usize,
-    /// query and result bytes of finished jobs kept; the oldest go first (default 268435456, 256 MiB)
-    #[argh(option, default = "256 * 1024 * 1024")]
+    /// bytes of queries (all jobs) and results (finished jobs) kept; finished jobs are evicted oldest first (default 67108864, 64 MiB)
+    #[argh(option, default = "64 * 1024 * 1024")]
     max_retained_bytes: u64,
     /// seconds a finished job is kept (default 3600)
     #[argh(option, default = "Duration::from_secs(3600)", from_str_fn(parse_secs))]

@@ -38,7 +38,8 @@ pub struct Config {
     pub max_queued: usize,
     /// Finished jobs kept for status and result; the oldest go first. Default 100,000.
     pub max_retained_jobs: usize,
-    /// Query and result bytes of finished jobs kept; the oldest go first. Default 256 MiB.
+    /// Bytes of queries (every job's) and results (finished jobs') kept: finished jobs are
+    /// evicted oldest first to stay under it. Default 64 MiB.
     pub max_retained_bytes: u64,
     /// How long a finished job is kept. Default 1 h.
     pub job_ttl: Duration,
@@ -81,7 +82,7 @@ impl Default for Config {
             tokens: Vec::new(),
             max_queued: 10_000,
             max_retained_jobs: 100_000,
-            max_retained_bytes: 256 * 1024 * 1024,
+            max_retained_bytes: 64 * 1024 * 1024,
             job_ttl: Duration::from_secs(3600),
             max_job_runtime: Duration::from_secs(15 * 60),
             io_timeout: Duration::from_secs(60),

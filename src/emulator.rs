@@ -32,6 +32,8 @@ impl Emulator {
         }
         #[cfg(unix)]
         crate::sys::raise_fd_limit_once();
+        #[cfg(unix)]
+        crate::sys::tune_allocator();
         crate::ids::init()?;
         let bind = format!("{}:{}", config.host, config.port);
         let listener = TcpListener::bind(&bind)

@@ -25,8 +25,9 @@ pub enum Error {
     JobNotReady(JobId),
     /// A second result posted for a job that is already terminal.
     Conflict(JobId),
-    /// The body is larger than `--max-body`; carries the limit in bytes.
-    PayloadTooLarge(u64),
+    /// A body too large to keep (a result past `--max-retained-bytes`); carries the sentence.
+    /// (Bodies past `--max-body` are refused by the HTTP layer before any handler.)
+    PayloadTooLarge(String),
     /// A sync execute whose job failed; carries the failure message.
     JobFailed(String),
     /// The server sheds load: a queue or a waiting lane is full. Carries what is full.
@@ -77,8 +78,6 @@ impl Error {
             Error::InvalidToken => vec![("WWW-Authenticate", "Bearer".to_string())],
             Error::MethodNotAllowed(allowed) => vec![("Allow", allowed.join(", "))],
             Error::Overloaded(_) => vec![("Retry-After", "1".to_string())],
-            // The rest of a too-large body is never read, so the connection cannot be reused.
-            Error::PayloadTooLarge(_) => vec![("Connection", "close".to_string())],
             _ => Vec::new(),
         }
     }
@@ -118,12 +117,7 @@ impl fmt::Display for Error {
                 f,
                 "Compute-module job '{id}' already finished; the first result is kept."
             ),
-            Error::PayloadTooLarge(limit) => {
-                write!(
-                    f,
-                    "The request body is larger than the {limit}-byte limit (--max-body)."
-                )
-            }
+            Error::PayloadTooLarge(why) => f.write_str(why),
             Error::JobFailed(message) => f.write_str(message),
             Error::Overloaded(what) => {
                 write!(f, "The emulator is overloaded: {what}. Retry later.")

@@ -201,11 +201,11 @@ fn a_request_pipelined_behind_a_waiting_execute_does_not_block_the_worker() {
     drop(conn);
 }
 
-/// A sync execute whose job ends and is evicted at once (a byte budget of 1) still answers
+/// A sync execute whose job ends and is evicted at once (no finished job kept) still answers
 /// the result: the wait was registered with the job.
 #[test]
 fn an_execute_answers_its_result_even_when_the_job_is_evicted_at_once() {
-    let server = TestServer::start(|cfg| cfg.max_retained_bytes = 1);
+    let server = TestServer::start(|cfg| cfg.max_retained_jobs = 0);
     let rt = server.runtime_bound("rt", RID);
     let app = server.app();
     std::thread::scope(|s| {
@@ -216,4 +216,107 @@ fn an_execute_answers_its_result_even_when_the_job_is_evicted_at_once() {
         assert_eq!(resp.status, 200);
         assert_eq!(resp.body, b"kept for the waiter");
     });
+}
+
+/// The byte budget (`--max-retained-bytes`) counts queued queries: past it a submit is
+/// refused with 503 and nothing already queued is touched.
+#[test]
+fn queued_queries_count_against_the_byte_budget() {
+    let query = json!({"pad": "x".repeat(1000)});
+    let size = serde_json::to_string(&query).unwrap().len() as u64;
+    let server = TestServer::start(|cfg| cfg.max_retained_bytes = 3 * size);
+    let rt = server.runtime_bound("rt", RID);
+    let app = server.app();
+    let queued: Vec<String> = (0..3)
+        .map(|_| app.submit_id(RID, "q", query.clone()))
+        .collect();
+    let refused = app.submit(&exec_body(RID, "q", query.clone()));
+    assert_error(
+        &refused,
+        503,
+        "overloaded",
+        &format!(
+            "The emulator is overloaded: queued and running jobs hold {} bytes of queries; this \
+             {size}-byte query would pass the {}-byte budget (--max-retained-bytes). Retry later.",
+            3 * size,
+            3 * size
+        ),
+    );
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    // A finished job gives its query's room back (its result is kept while it is the newest).
+    assert_eq!(rt.next_job_id(), queued[0]);
+    rt.complete(&queued[0], b"");
+    assert_eq!(app.submit(&exec_body(RID, "q", query)).status, 200);
+    for id in &queued[1..] {
+        assert_eq!(app.status_json(id)["type"], json!("queued"));
+    }
+}
+
+/// A result larger than the whole byte budget could never be read back: the post gets 413
+/// and the job fails saying why, so its application is answered.
+#[test]
+fn a_result_larger_than_the_byte_budget_is_413_and_fails_the_job() {
+    let server = TestServer::start(|cfg| cfg.max_retained_bytes = 4096);
+    let rt = server.runtime_bound("rt", RID);
+    let app = server.app();
+    let id = app.submit_id(RID, "q", json!({}));
+    assert_eq!(rt.next_job_id(), id);
+    let message = format!(
+        "The result of job '{id}' is larger than the 4096-byte budget for kept queries and \
+         results (--max-retained-bytes)."
+    );
+    assert_error(
+        &rt.post_result(&id, &[7u8; 4097]),
+        413,
+        "payload_too_large",
+        &message,
+    );
+    assert_eq!(
+        app.status_json(&id),
+        json!({"type": "failed", "failed": {"message": message}})
+    );
+    // Exactly the budget is kept and readable.
+    let id = app.submit_id(RID, "q", json!({}));
+    assert_eq!(rt.next_job_id(), id);
+    rt.complete(&id, &[8u8; 4096]);
+    assert_eq!(app.result_by_id(&id).body, vec![8u8; 4096]);
+}
+
+/// A sync execute's answered result is kept only as a preview: inspection shows its first
+/// 4096 bytes and its size, and the bytes no longer count against the budget.
+#[test]
+fn a_result_answered_to_a_sync_execute_is_kept_as_a_preview() {
+    let server = TestServer::start(|_| {});
+    let rt = server.runtime_bound("rt", RID);
+    let app = server.app();
+    let result: Vec<u8> = (0..10_000u32).map(|n| (n % 251) as u8).collect();
+    let id = std::thread::scope(|s| {
+        let execute = s.spawn(|| app.execute(&exec_body(RID, "q", json!({"n": 1}))));
+        let id = rt.next_job_id();
+        rt.complete(&id, &result);
+        let resp = execute.join().unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.body, result, "the execute answers every byte");
+        id
+    });
+    let job = &rt.inspect_json(&id)["job"];
+    assert_eq!(job["status"], json!("succeeded"));
+    assert_eq!(job["result_size"], json!(10_000));
+    assert_eq!(job["result_is_preview"], json!(true));
+    let preview = job["result_body_base64"]
+        .as_str()
+        .expect("binary, so base64");
+    assert_eq!(
+        preview,
+        foundry_emulator::api::wire::base64_encode(&result[..4096])
+    );
+    assert_error(
+        &app.result_by_id(&id),
+        404,
+        "not_found",
+        &format!(
+            "The result of compute-module job '{id}' was answered to its sync execute and is not \
+             kept (inspection shows its first 4096 bytes)."
+        ),
+    );
 }

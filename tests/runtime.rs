@@ -398,8 +398,13 @@ fn a_five_mib_result_round_trips_byte_for_byte() {
         let id = rt.next_job_id();
         rt.complete(&id, &big);
         assert_octets(&execute.join().unwrap(), &big);
-        assert_octets(&app.result_by_id(&id), &big);
     });
+    // Submitted async, the whole result is kept for result/v2 (sync keeps only a preview).
+    let id = app.submit_id(RID, "big", json!({}));
+    assert_eq!(rt.next_job_id(), id);
+    rt.complete(&id, &big);
+    assert_octets(&app.result_by_id(&id), &big);
+    assert_octets(&app.result_by_id(&id), &big);
 }
 
 #[test]
@@ -664,6 +669,8 @@ fn inspection_shows_the_whole_job_record_and_never_the_token() {
             "result_content_type": null,
             "result_body_utf8": null,
             "result_body_base64": null,
+            "result_size": null,
+            "result_is_preview": false,
         });
         for (k, v) in extra.as_object().unwrap() {
             want[k] = v.clone();
@@ -694,7 +701,11 @@ fn inspection_shows_the_whole_job_record_and_never_the_token() {
         .expect_status(204);
     check(
         "succeeded",
-        json!({"result_content_type": "application/json", "result_body_utf8": "{\"done\":true}"}),
+        json!({
+            "result_content_type": "application/json",
+            "result_body_utf8": "{\"done\":true}",
+            "result_size": 13,
+        }),
     );
     let job = server.job(&id);
     assert!(job.dispatched_at.is_some() && job.finished_at.is_some());

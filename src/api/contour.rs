@@ -6,7 +6,9 @@ use super::{wire, App};
 use crate::error::Error;
 use crate::http::server::PERMIT_PATIENCE;
 use crate::http::{Reply, Req};
-use crate::jobs::{EnqueueRequest, JobId, JobSource, JobState, Target, WaitOutcome};
+use crate::jobs::{
+    EnqueueRequest, JobId, JobSource, JobState, Target, WaitOutcome, RESULT_PREVIEW,
+};
 
 /// Rejects a request without an acceptable bearer token.
 fn authorize(app: &App, req: &Req) -> Result<(), Error> {
@@ -54,7 +56,10 @@ pub fn execute(app: &App, req: Req) -> Result<Reply, Error> {
     );
     match outcome {
         WaitOutcome::Finished(view) => match (view.state, view.result) {
-            (JobState::Succeeded, Some(bytes)) => Ok(Reply::octets(bytes)),
+            (JobState::Succeeded, Some(bytes)) => {
+                app.table.keep_preview(&job);
+                Ok(Reply::octets(bytes))
+            }
             _ => {
                 Err(Error::JobFailed(view.error_message.unwrap_or_else(|| {
                     crate::jobs::DEFAULT_FAILURE.to_string()
@@ -96,6 +101,12 @@ pub fn result(app: &App, req: Req) -> Result<Reply, Error> {
     authorize(app, &req)?;
     let id = wire::result_request_job_id(&req.body)?;
     let job = app.table.job(&id)?;
+    if job.result_preview_of.is_some() {
+        return Err(Error::NotFound(format!(
+            "The result of compute-module job '{id}' was answered to its sync execute and is not \
+             kept (inspection shows its first {RESULT_PREVIEW} bytes)."
+        )));
+    }
     match (job.state, job.result) {
         (JobState::Succeeded, Some(bytes)) => Ok(Reply::octets(bytes)),
         _ => Err(Error::JobNotReady(id)),

@@ -457,6 +457,9 @@ fn job_json(job: &JobView) -> Value {
         "result_content_type": job.result_content_type.as_deref(),
         "result_body_utf8": utf8,
         "result_body_base64": base64,
+        // A sync execute's delivered result is kept only as a preview.
+        "result_size": job.result_preview_of.or(job.result.as_ref().map(|r| r.len() as u64)),
+        "result_is_preview": job.result_preview_of.is_some(),
     })
 }
 

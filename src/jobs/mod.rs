@@ -134,9 +134,15 @@ pub struct JobView {
     pub finished_at: Option<u64>,
     pub error_message: Option<String>,
     pub result: Option<Arc<[u8]>>,
+    /// `Some(size)` once a sync execute delivered the result: `result` then keeps only its
+    /// first [`RESULT_PREVIEW`] bytes, for inspection, of a result of `size` bytes.
+    pub result_preview_of: Option<u64>,
     /// Shared between jobs (interned): a handful of distinct values.
     pub result_content_type: Option<Arc<str>>,
 }
+
+/// How much of a result a job keeps once a sync execute delivered it.
+pub const RESULT_PREVIEW: usize = 4096;
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp the API shows.
 pub fn now_millis() -> u64 {

@@ -15,7 +15,9 @@ use crossbeam_channel::select;
 
 use crate::auth::Secret;
 use crate::error::Error;
-use crate::jobs::{now_millis, JobId, JobSource, JobState, JobView, DEFAULT_FAILURE};
+use crate::jobs::{
+    now_millis, JobId, JobSource, JobState, JobView, DEFAULT_FAILURE, RESULT_PREVIEW,
+};
 use crate::runtimes::{Binding, Registry, Runtime};
 
 /// Failure message of jobs ended by `POST /runtimes` on an existing id.
@@ -164,7 +166,9 @@ pub struct Limits {
     pub max_queued: usize,
     /// Terminal jobs kept; the oldest finished go first.
     pub max_retained_jobs: usize,
-    /// Query and result bytes of terminal jobs kept; the oldest finished go first.
+    /// Bytes of queries (of every job) and results (of terminal jobs) kept: finished jobs
+    /// are evicted oldest first to stay under it; past it a submit is refused, a result
+    /// larger than all of it is refused.
     pub max_retained_bytes: u64,
     /// How long a terminal job is kept after it finished.
     pub job_ttl: Duration,
@@ -177,7 +181,7 @@ impl Default for Limits {
         Limits {
             max_queued: 10_000,
             max_retained_jobs: 100_000,
-            max_retained_bytes: 256 * 1024 * 1024,
+            max_retained_bytes: 64 * 1024 * 1024,
             job_ttl: Duration::from_secs(3600),
             max_job_runtime: Duration::from_secs(15 * 60),
         }
@@ -222,6 +226,15 @@ struct Ledger {
     running: BTreeSet<(Instant, JobId)>,
     /// Query and result bytes of the jobs in `finished`.
     finished_bytes: u64,
+    /// Query bytes of the queued and running jobs.
+    open_bytes: u64,
+}
+
+impl Ledger {
+    /// What the jobs hold against `max_retained_bytes`.
+    fn held_bytes(&self) -> u64 {
+        self.finished_bytes + self.open_bytes
+    }
 }
 
 struct Inner {
@@ -376,6 +389,14 @@ impl JobTable {
                 None => return Err(Error::runtime_not_found(id)),
             },
         };
+        let query_bytes = req.query.len() as u64;
+        if inner.ledger.open_bytes + query_bytes > self.limits.max_retained_bytes {
+            return Err(Error::Overloaded(format!(
+                "queued and running jobs hold {} bytes of queries; this {query_bytes}-byte query \
+                 would pass the {}-byte budget (--max-retained-bytes)",
+                inner.ledger.open_bytes, self.limits.max_retained_bytes
+            )));
+        }
         let runtime = &inner.registry.runtimes[&runtime_id];
         if runtime.queued >= self.limits.max_queued {
             return Err(Error::Overloaded(format!(
@@ -408,8 +429,10 @@ impl JobTable {
             finished_at: None,
             error_message: None,
             result: None,
+            result_preview_of: None,
             result_content_type: None,
         };
+        inner.ledger.open_bytes += query_bytes;
         let job = Job {
             view,
             auth_header: req.auth_header.map(Arc::from),
@@ -418,6 +441,8 @@ impl JobTable {
             delivering: false,
         };
         inner.jobs.insert(id.clone(), Box::new(job));
+        // Finished jobs make room for the new query.
+        inner.evict(&self.limits, Instant::now());
         Ok(id)
     }
 
@@ -530,8 +555,12 @@ impl JobTable {
         body: Vec<u8>,
         content_type: Option<String>,
     ) -> Result<(), Error> {
+        let too_large = body.len() as u64 > self.limits.max_retained_bytes;
         // The copy into an `Arc` (up to --max-body bytes) happens before taking the lock.
-        let result: Arc<[u8]> = Arc::from(body);
+        let result: Arc<[u8]> = match too_large {
+            false => Arc::from(body),
+            true => Arc::from(Vec::new()),
+        };
         let mut guard = self.lock();
         let inner = &mut *guard;
         inner.authorized(runtime_id, token)?;
@@ -542,6 +571,25 @@ impl JobTable {
         };
         if job.view.state.is_terminal() {
             return Err(Error::Conflict(job_id.clone()));
+        }
+        if too_large {
+            // Kept, it would be evicted the same instant and no one could read it: say so
+            // to the module, and end the job so its waiters hear why.
+            let message = format!(
+                "The result of job '{job_id}' is larger than the {}-byte budget for kept queries \
+                 and results (--max-retained-bytes).",
+                self.limits.max_retained_bytes
+            );
+            let ledger = &mut inner.ledger;
+            finish(
+                job,
+                JobState::Failed,
+                Some(message.clone()),
+                ledger,
+                &mut inner.registry,
+            );
+            inner.evict(&self.limits, Instant::now());
+            return Err(Error::PayloadTooLarge(message));
         }
         job.view.result = Some(result);
         job.view.result_content_type = content_type;
@@ -554,6 +602,28 @@ impl JobTable {
         );
         inner.evict(&self.limits, Instant::now());
         Ok(())
+    }
+
+    /// A sync execute answered with the result of job `id`: the job keeps only its first
+    /// [`RESULT_PREVIEW`] bytes (for inspection). No one else can ask for the bytes (the
+    /// execute never told its caller the id), so a full copy would only hold memory until
+    /// eviction.
+    pub fn keep_preview(&self, id: &JobId) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(job) = inner.jobs.get_mut(id) else {
+            return;
+        };
+        let Some(result) = &job.view.result else {
+            return;
+        };
+        if job.view.result_preview_of.is_some() || result.len() <= RESULT_PREVIEW {
+            return;
+        }
+        let full = result.len();
+        job.view.result = Some(Arc::from(&result[..RESULT_PREVIEW]));
+        job.view.result_preview_of = Some(full as u64);
+        inner.ledger.finished_bytes -= (full - RESULT_PREVIEW) as u64;
     }
 
     /// Ends a job as `failed` with `message` unless it is already terminal (built-in runtimes).
@@ -829,11 +899,14 @@ impl Inner {
         failed
     }
 
-    /// Drops terminal jobs beyond `max_retained_jobs` or older than `job_ttl`, oldest first.
+    /// Drops terminal jobs beyond `max_retained_jobs`, past the byte budget, or older than
+    /// `job_ttl`, oldest first. The byte budget never evicts the newest finished job: its
+    /// result (at most the whole budget, see `complete`) stays readable until another ends.
     fn evict(&mut self, limits: &Limits, now: Instant) {
         while let Some((_, finished_at)) = self.ledger.finished.front() {
-            let over = self.ledger.finished.len() > limits.max_retained_jobs
-                || self.ledger.finished_bytes > limits.max_retained_bytes;
+            let over_bytes = self.ledger.held_bytes() > limits.max_retained_bytes
+                && self.ledger.finished.len() > 1;
+            let over = self.ledger.finished.len() > limits.max_retained_jobs || over_bytes;
             let expired = finished_at
                 .checked_add(limits.job_ttl)
                 .is_some_and(|end| end <= now);
@@ -924,6 +997,10 @@ fn finish(
     registry: &mut Registry,
 ) {
     debug_assert!(state.is_terminal());
+    debug_assert!(ledger.open_bytes >= job.view.query.len() as u64);
+    ledger.open_bytes = ledger
+        .open_bytes
+        .saturating_sub(job.view.query.len() as u64);
     if job.view.state == JobState::Queued {
         if let Some(runtime) = registry.runtimes.get_mut(&job.view.runtime_id) {
             runtime.queued = runtime.queued.saturating_sub(1);
@@ -1024,6 +1101,88 @@ mod tests {
         assert!(table.job(&ids[1]).is_ok());
         assert!(table.job(&ids[2]).is_ok());
         assert_eq!(table.lock().ledger.finished_bytes, 4 + 4);
+    }
+
+    #[test]
+    fn queued_queries_count_against_the_byte_budget() {
+        let (table, token) = table(Limits {
+            max_retained_bytes: 10,
+            ..Limits::default()
+        });
+        // Finished jobs (4 bytes each) make room for new queries: they are evicted, not the
+        // submits, except the newest finished one, whose result stays readable.
+        let older = run_one(&table, &token);
+        let newest = run_one(&table, &token);
+        let queued: Vec<JobId> = (0..5).map(|_| enqueue(&table).unwrap()).collect();
+        assert!(table.job(&older).is_err(), "evicted to make room");
+        assert!(
+            table.job(&newest).is_ok(),
+            "the newest finished job is kept"
+        );
+        // Five queued "{}" queries hold all 10 bytes: the sixth is refused, nothing is lost.
+        let refused = enqueue(&table).unwrap_err();
+        assert_eq!(refused.code(), "overloaded");
+        assert!(
+            refused.to_string().contains("--max-retained-bytes"),
+            "{refused}"
+        );
+        assert_eq!(table.lock().ledger.open_bytes, 10);
+        for id in &queued {
+            assert_eq!(table.job(id).unwrap().state, JobState::Queued);
+        }
+        // Finishing one frees its query's bytes (its result then counts while it is kept).
+        let first = take(&table, &token);
+        table
+            .complete("rt", Some(&token), &first.job_id, Vec::new(), None)
+            .unwrap();
+        assert_eq!(table.lock().ledger.open_bytes, 8);
+        assert!(enqueue(&table).is_ok());
+    }
+
+    #[test]
+    fn a_result_larger_than_the_budget_is_refused_and_fails_the_job() {
+        let (table, token) = table(Limits {
+            max_retained_bytes: 10,
+            ..Limits::default()
+        });
+        let id = enqueue(&table).unwrap();
+        take(&table, &token);
+        let err = table
+            .complete("rt", Some(&token), &id, vec![b'x'; 11], None)
+            .unwrap_err();
+        assert_eq!(err.status(), 413);
+        let job = table.job(&id).unwrap();
+        assert_eq!(job.state, JobState::Failed);
+        assert!(job.error_message.unwrap().contains("--max-retained-bytes"));
+        // Exactly the budget is kept, and readable: the newest finished job is never
+        // evicted by bytes, even with its query on top.
+        let id = enqueue(&table).unwrap();
+        take(&table, &token);
+        table
+            .complete("rt", Some(&token), &id, vec![b'y'; 10], None)
+            .unwrap();
+        assert_eq!(table.job(&id).unwrap().result.unwrap().len(), 10);
+    }
+
+    #[test]
+    fn a_preview_keeps_the_first_bytes_and_gives_back_the_rest_of_the_budget() {
+        let (table, token) = table(Limits::default());
+        let id = enqueue(&table).unwrap();
+        take(&table, &token);
+        let result: Vec<u8> = (0..RESULT_PREVIEW * 3).map(|n| n as u8).collect();
+        table
+            .complete("rt", Some(&token), &id, result.clone(), None)
+            .unwrap();
+        assert_eq!(table.lock().ledger.finished_bytes, 2 + result.len() as u64);
+        table.keep_preview(&id);
+        table.keep_preview(&id);
+        let job = table.job(&id).unwrap();
+        assert_eq!(&job.result.unwrap()[..], &result[..RESULT_PREVIEW]);
+        assert_eq!(job.result_preview_of, Some(result.len() as u64));
+        assert_eq!(
+            table.lock().ledger.finished_bytes,
+            2 + RESULT_PREVIEW as u64
+        );
     }
 
     #[test]

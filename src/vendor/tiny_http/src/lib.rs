@@ -143,7 +143,9 @@ impl Server {
     }
 
     fn lock_listeners(&self) -> std::sync::MutexGuard<'_, Vec<Listening>> {
-        self.listeners.lock().unwrap_or_else(PoisonError::into_inner)
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The address of the first listener.
@@ -182,7 +184,8 @@ impl Server {
         self.shared.stop();
         for listening in listeners.iter_mut() {
             // The accept thread blocks in accept(); a connection to ourselves wakes it.
-            let _ = TcpStream::connect_timeout(&connectable(listening.addr), Duration::from_secs(1));
+            let _ =
+                TcpStream::connect_timeout(&connectable(listening.addr), Duration::from_secs(1));
             if let Some(accept) = listening.accept.take() {
                 let _ = accept.join();
             }
