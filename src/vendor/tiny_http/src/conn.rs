@@ -456,6 +456,11 @@ impl<S: Stream> Conn<S> {
         replies: &Receiver<Response>,
         gone: &GoneWatch,
     ) -> Option<Response> {
+        // Most answers come within microseconds: a thread that does not go to sleep for them
+        // costs its waker no wake-up (on a VM, each one is an inter-processor interrupt).
+        if let Some(response) = crate::spin::briefly(|| replies.try_recv().ok()) {
+            return Some(response);
+        }
         loop {
             match replies.recv_timeout(TICK) {
                 Ok(response) => return Some(response),

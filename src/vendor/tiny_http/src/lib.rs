@@ -26,6 +26,7 @@ pub mod framing;
 mod conn;
 mod queue;
 mod request;
+mod spin;
 mod stream;
 
 pub use request::{GoneWatch, Request, Response};
