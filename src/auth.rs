@@ -65,6 +65,11 @@ impl BearerPolicy {
         }
     }
 
+    /// True when tokens were configured (strict mode).
+    pub fn is_strict(&self) -> bool {
+        matches!(self, BearerPolicy::Only(_))
+    }
+
     /// Checks an `Authorization` header value (`None` when the header is absent).
     pub fn allows(&self, authorization: Option<&str>) -> bool {
         let Some(token) = authorization.and_then(bearer_token) else {

@@ -86,6 +86,12 @@ pub struct ServeArgs {
         from_str_fn(parse_secs)
     )]
     shutdown_grace: Duration,
+    /// append one JSON line per finished job to FILE (no payloads, never a token)
+    #[argh(option)]
+    journal: Option<PathBuf>,
+    /// journal lines also carry the query and the result
+    #[argh(switch)]
+    journal_payloads: bool,
     /// queued jobs per runtime before submits get 503 (default 10000)
     #[argh(option, default = "10_000")]
     max_queued: usize,
@@ -217,6 +223,8 @@ impl ServeArgs {
             io_timeout: self.io_timeout,
             shutdown_grace: self.shutdown_grace,
             tls,
+            journal: self.journal,
+            journal_payloads: self.journal_payloads,
         })
     }
 }
@@ -316,6 +324,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             running.base_url()
         );
     }
+    log::info!(
+        "dashboard: {base}/_emulate (listings: {base}/_emulate/jobs, metrics: {base}/metrics)",
+        base = running.base_url()
+    );
     wait_for_termination()?;
     log::info!("stopping: failing open jobs, answering waiting clients");
     running.shutdown();

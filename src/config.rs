@@ -53,6 +53,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// An HTTPS listener beside the plain one (needs the `tls` cargo feature). Default none.
     pub tls: Option<TlsOptions>,
+    /// Appends one JSON line per finished job to this file. Default none.
+    pub journal: Option<PathBuf>,
+    /// Journal lines also carry the query and the result. Default false.
+    pub journal_payloads: bool,
 }
 
 /// The HTTPS listener: same host as the plain one, same routes, TLS terminated in-process.
@@ -88,6 +92,8 @@ impl Default for Config {
             io_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
             tls: None,
+            journal: None,
+            journal_payloads: false,
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::http::{HttpServer, Permits, ServerOptions};
 use crate::jobs::table::{Limits, RuntimeView, SessionSpec};
 use crate::jobs::{EnqueueRequest, JobId, JobSource, JobTable, JobView, Target};
+use crate::journal::Journal;
 use crate::runtimes::builtin::{self, Builtin};
 use crate::runtimes::Binding;
 
@@ -58,6 +59,14 @@ impl Emulator {
             max_job_runtime: config.max_job_runtime,
         }));
         let builtins = seed(&table, &config);
+        let journal = match &config.journal {
+            Some(path) => {
+                let (journal, reports) = Journal::open(path, config.journal_payloads)?;
+                table.report_finished_to(reports);
+                Some(journal)
+            }
+            None => None,
+        };
 
         let execute_permits = Permits::new("sync-execute", config.wait_threads);
         let poll_permits = Permits::new("long-poll", config.wait_threads);
@@ -79,6 +88,7 @@ impl Emulator {
             poll_permits,
             listen_url: base_url.clone(),
             tls: std::sync::OnceLock::new(),
+            metrics: Default::default(),
         });
         // Bound before the workers start, so early connections wait in its backlog.
         #[cfg(feature = "tls")]
@@ -114,6 +124,7 @@ impl Emulator {
             base_url,
             shutdown_grace: config.shutdown_grace,
             janitor: Some(janitor),
+            journal,
             #[cfg(feature = "tls")]
             tls,
             table,
@@ -185,6 +196,8 @@ impl Janitor {
 pub struct Running {
     addr: SocketAddr,
     janitor: Option<Janitor>,
+    /// The `--journal` writer; finished last, after every open job has ended.
+    journal: Option<Journal>,
     base_url: String,
     shutdown_grace: std::time::Duration,
     /// Its address, URL and generated CA (removed when this is dropped).
@@ -280,6 +293,11 @@ impl Running {
             for handle in self.builtin_threads.drain(..) {
                 let _ = handle.join();
             }
+        }
+        // Every job has ended and was reported: drop the table's sender, write the rest.
+        if let Some(journal) = self.journal.take() {
+            self.table.stop_reporting();
+            journal.finish();
         }
         // Removes the generated CA file.
         #[cfg(feature = "tls")]

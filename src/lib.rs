@@ -23,12 +23,14 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod client;
+mod clock;
 pub mod config;
 pub mod emulator;
 pub mod error;
 pub mod http;
 mod ids;
 pub mod jobs;
+pub mod journal;
 pub mod router;
 pub mod runtimes;
 #[cfg(unix)]

@@ -5,7 +5,7 @@
 //! the answer's head only (RFC 9110 §9.3.2).
 
 use crate::api::names::{check_job_id, check_runtime_id};
-use crate::api::{contour, runtime, App};
+use crate::api::{contour, dashboard, metrics, observe, runtime, App};
 use crate::error::Error;
 use crate::http::{Reply, Req};
 
@@ -34,6 +34,12 @@ enum Route<'a> {
     Inspect(&'a str, &'a str),
     Health,
     Info,
+    ListRuntimes,
+    ListJobs,
+    Job(&'a str),
+    Dashboard,
+    JobPage(&'a str),
+    Metrics,
 }
 
 /// Every route the emulator serves, with the methods it allows.
@@ -59,8 +65,14 @@ fn match_path<'a>(segments: &'a [&'a str]) -> Option<(&'static [&'static str], R
         };
     }
     match segments {
+        ["_emulate"] => Some((GET, Route::Dashboard)),
         ["_emulate", "health"] => Some((GET, Route::Health)),
         ["_emulate", "info"] => Some((GET, Route::Info)),
+        ["_emulate", "runtimes"] => Some((GET, Route::ListRuntimes)),
+        ["_emulate", "jobs"] => Some((GET, Route::ListJobs)),
+        ["_emulate", "jobs", id] => Some((GET, Route::Job(id))),
+        ["_emulate", "view", "jobs", id] => Some((GET, Route::JobPage(id))),
+        ["metrics"] => Some((GET, Route::Metrics)),
         _ => None,
     }
 }
@@ -73,14 +85,44 @@ impl Route<'_> {
             Route::PostResult(rt, job) | Route::Inspect(rt, job) => {
                 check_runtime_id(rt).and_then(|()| check_job_id(job))
             }
-            Route::Status(job) => check_job_id(job),
+            Route::Status(job) | Route::Job(job) | Route::JobPage(job) => check_job_id(job),
             _ => Ok(()),
+        }
+    }
+
+    /// The route's class in `foundry_emulator_http_requests_total`.
+    fn name(&self) -> &'static str {
+        match self {
+            Route::Execute => "execute",
+            Route::Submit => "submit",
+            Route::Status(_) => "status",
+            Route::Result => "result",
+            Route::CreateRuntime => "create_runtime",
+            Route::Poll(_) => "poll",
+            Route::Schemas(_) => "post_schemas",
+            Route::PostResult(..) => "post_result",
+            Route::Restart(_) => "restart",
+            Route::Inspect(..) => "inspect",
+            Route::Health => "health",
+            Route::Info => "info",
+            Route::ListRuntimes => "list_runtimes",
+            Route::ListJobs => "list_jobs",
+            Route::Job(_) => "job",
+            Route::Dashboard => "dashboard",
+            Route::JobPage(_) => "job_page",
+            Route::Metrics => "metrics",
         }
     }
 }
 
-/// Answers one request.
+/// Answers one request, and counts it by route class and status.
 pub fn route(app: &App, req: Req) -> Reply {
+    let (class, reply) = dispatch(app, req);
+    app.metrics.request(class, reply.status);
+    reply
+}
+
+fn dispatch(app: &App, req: Req) -> (&'static str, Reply) {
     let segments: Vec<String> = req.segments.clone();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let Some((allowed, route)) = match_path(&segments) else {
@@ -89,13 +131,14 @@ pub fn route(app: &App, req: Req) -> Reply {
             req.method.escape_debug(),
             req.path.escape_debug()
         ));
-        return err.into();
+        return ("unmatched", err.into());
     };
+    let class = route.name();
     if !allowed.contains(&req.method.as_str()) {
-        return Error::MethodNotAllowed(allowed).into();
+        return (class, Error::MethodNotAllowed(allowed).into());
     }
     if let Err(e) = route.check_ids() {
-        return e.into();
+        return (class, e.into());
     }
     let reply = match route {
         Route::Execute => contour::execute(app, req),
@@ -110,6 +153,12 @@ pub fn route(app: &App, req: Req) -> Reply {
         Route::Inspect(rt, job) => runtime::inspect(app, rt, job),
         Route::Health => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
         Route::Info => Ok(Reply::json(200, &crate::api::wire::info(app))),
+        Route::ListRuntimes => observe::runtimes(app, req),
+        Route::ListJobs => observe::jobs(app, req),
+        Route::Job(id) => observe::job(app, req, id),
+        Route::Dashboard => dashboard::overview(app, req),
+        Route::JobPage(id) => dashboard::job_page(app, req, id),
+        Route::Metrics => metrics::metrics(app, req),
     };
-    reply.into()
+    (class, reply.into())
 }

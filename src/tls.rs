@@ -201,7 +201,7 @@ impl Identity {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| (d.as_secs() / 86_400) as i64);
         let day = |days: i64| {
-            let (y, m, d) = civil_date(days);
+            let (y, m, d) = crate::clock::civil_date(days);
             rcgen::date_time_ymd(y, m, d)
         };
         let (not_before, not_after) = (day(today - 1), day(today - 1 + CERT_DAYS));
@@ -284,21 +284,6 @@ impl Identity {
     }
 }
 
-/// (year, month, day) of a count of days since 1970-01-01 (proleptic Gregorian, UTC).
-fn civil_date(days: i64) -> (i32, u8, u8) {
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year as i32, month as u8, day as u8)
-}
-
 /// 16 random hex digits.
 fn random_hex(provider: &CryptoProvider) -> io::Result<String> {
     let mut random = [0u8; 8];
@@ -340,15 +325,6 @@ fn write_ca(pem: &str, provider: &CryptoProvider) -> io::Result<(PathBuf, PathBu
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_date(0), (1970, 1, 1));
-        assert_eq!(civil_date(59), (1970, 3, 1));
-        assert_eq!(civil_date(11_016), (2000, 2, 29));
-        assert_eq!(civil_date(19_723), (2024, 1, 1));
-        assert_eq!(civil_date(-1), (1969, 12, 31));
-    }
 
     #[test]
     fn pem_wraps_at_64() {

@@ -36,3 +36,9 @@ mod framing;
 
 // Availability: slow, stalled, vanished and idle clients; abandoned polls; fd limits; SIGTERM.
 mod availability;
+
+// Seeing what went through: listings, one job in full, the journal, metrics, dashboard HTML.
+mod observe;
+
+// The dashboard in headless Chromium (installed by .ci/run): rendered DOM and screenshots.
+mod dashboard;

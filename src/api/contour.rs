@@ -49,10 +49,12 @@ pub fn execute(app: &App, req: Req) -> Result<Reply, Error> {
     let deadline = super::deadline(req.received_at, app.execute_timeout);
     let started = Instant::now();
     let outcome = app.table.wait_terminal(&watch, deadline, &req.gone);
+    let waited = started.elapsed();
+    app.metrics.execute_wait(waited);
     log::debug!(
         "execute wait for {job} ended ({}) after {}us",
         outcome_name(&outcome),
-        started.elapsed().as_micros()
+        waited.as_micros()
     );
     match outcome {
         WaitOutcome::Finished(view) => match (view.state, view.result) {

@@ -4,7 +4,11 @@
 //! themselves (the job table does), and the only JSON they build comes from `wire`.
 
 pub mod contour;
+pub mod dashboard;
+pub mod metrics;
 pub mod names;
+pub mod observe;
+
 pub mod runtime;
 pub mod wire;
 
@@ -31,6 +35,8 @@ pub struct App {
     pub listen_url: String,
     /// Set once the TLS listener runs (`--tls-port`); read by `GET /_emulate/info`.
     pub tls: OnceLock<TlsInfo>,
+    /// Request counts and wait times for `GET /metrics`.
+    pub metrics: metrics::Metrics,
 }
 
 /// Where modules reach the TLS listener, and the CA file they must trust.

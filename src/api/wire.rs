@@ -415,7 +415,7 @@ pub fn inspection(runtime: &RuntimeView, job: &JobView) -> Value {
     })
 }
 
-fn runtime_json(rt: &RuntimeView) -> Value {
+pub(crate) fn runtime_json(rt: &RuntimeView) -> Value {
     json!({
         "runtime_id": &*rt.id,
         "display_name": rt.display_name,
@@ -433,7 +433,7 @@ fn runtime_json(rt: &RuntimeView) -> Value {
     })
 }
 
-fn job_json(job: &JobView) -> Value {
+pub(crate) fn job_json(job: &JobView) -> Value {
     let (utf8, base64) = match &job.result {
         None => (None, None),
         Some(bytes) => match std::str::from_utf8(bytes) {

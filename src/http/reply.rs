@@ -74,6 +74,16 @@ impl Reply {
     }
 
     /// A status with no body (`204 No Content`).
+    /// A body of the given media type (HTML, the metrics exposition).
+    pub fn typed(status: u16, content_type: &str, body: String) -> Reply {
+        Reply {
+            status,
+            headers: vec![("Content-Type", content_type.to_string())],
+            body: Bytes::Owned(body.into_bytes()),
+            on_delivered: None,
+        }
+    }
+
     pub fn empty(status: u16) -> Reply {
         Reply {
             status,

@@ -42,6 +42,8 @@ pub struct Req {
     pub path: String,
     /// Percent-decoded, non-empty path segments (`/a//b/` gives `["a", "b"]`).
     pub segments: Vec<String>,
+    /// The query string's `name=value` pairs, decoded (`+` is a space), in order.
+    pub query: Vec<(String, String)>,
     /// Header names lower-cased, values as sent.
     pub headers: Vec<(String, String)>,
     /// The whole body (the server refuses one over `--max-body` before a handler runs).
@@ -53,9 +55,20 @@ pub struct Req {
 }
 
 impl Req {
-    /// Builds a request from its parts; the URL may carry a query string, which is ignored.
+    /// Builds a request from its parts; the URL may carry a query string.
     pub fn new(method: &str, url: &str, headers: Vec<(String, String)>, body: Vec<u8>) -> Req {
-        let path = url.split(['?', '#']).next().unwrap_or("").to_string();
+        let url = url.split('#').next().unwrap_or("");
+        let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        let path = path.to_string();
+        let query = query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                let decode = |s: &str| percent_decode(&s.replace('+', " "));
+                (decode(name), decode(value))
+            })
+            .collect();
         let segments = path
             .split('/')
             .filter(|s| !s.is_empty())
@@ -69,6 +82,7 @@ impl Req {
             method: method.to_ascii_uppercase(),
             path,
             segments,
+            query,
             headers,
             body,
             received_at: Instant::now(),
@@ -88,6 +102,14 @@ impl Req {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first query parameter of that name.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
 
@@ -135,6 +157,21 @@ mod tests {
         assert_eq!(req.method, "GET");
         assert_eq!(req.path, "/a//b%2Fc/%zz/");
         assert_eq!(req.segments, vec!["a", "b/c", "%zz"]);
+        assert_eq!(req.param("x"), Some("1"));
+    }
+
+    #[test]
+    fn query_parameters_are_decoded() {
+        let req = Req::new(
+            "GET",
+            "/j?status=failed&q=a+b%2Fc&flag&q=second",
+            Vec::new(),
+            Vec::new(),
+        );
+        assert_eq!(req.param("status"), Some("failed"));
+        assert_eq!(req.param("q"), Some("a b/c"), "the first of two");
+        assert_eq!(req.param("flag"), Some(""));
+        assert_eq!(req.param("missing"), None);
     }
 
     #[test]

@@ -55,6 +55,11 @@ impl Permits {
         self.capacity
     }
 
+    /// How many wait now.
+    pub fn in_use(&self) -> usize {
+        *self.lock()
+    }
+
     fn lock(&self) -> MutexGuard<'_, usize> {
         self.in_use.lock().unwrap_or_else(PoisonError::into_inner)
     }

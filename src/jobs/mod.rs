@@ -120,6 +120,8 @@ pub const DEFAULT_FAILURE: &str = "Compute module job failed.";
 #[derive(Debug, Clone)]
 pub struct JobView {
     pub id: JobId,
+    /// Submission order (1, 2, …): the listing's order and cursor.
+    pub seq: u64,
     pub runtime_id: Arc<str>,
     pub deployed_app_rid: Option<Arc<str>>,
     pub branch: Option<Arc<str>>,

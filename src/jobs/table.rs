@@ -7,7 +7,7 @@
 //! **Invariant:** `wait_timeout` and blocking channel receives appear only in this file. Each
 //! blocking fn documents who wakes it, its deadline, and what reset and shutdown do to it.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -153,11 +153,71 @@ pub struct RuntimeView {
     pub connected: bool,
     pub last_poll_at: Option<u64>,
     pub created_at: u64,
+    pub reset_at: Option<u64>,
     pub resets: u64,
     pub queued: usize,
+    pub running: usize,
+    pub polls_held: usize,
     pub bindings: Vec<Binding>,
-    pub schemas: Vec<(String, serde_json::Value)>,
+    pub schemas: Arc<Vec<(String, serde_json::Value)>>,
 }
+
+/// Counters since start (for metrics), kept under the table lock with the jobs they count.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    /// Jobs created, by source.
+    pub created: BTreeMap<&'static str, u64>,
+    /// Jobs finished, by source and final status.
+    pub finished: BTreeMap<(&'static str, &'static str), u64>,
+    /// Finished jobs dropped by retention (count, bytes or TTL).
+    pub evicted: u64,
+}
+
+/// The table's totals, for metrics.
+#[derive(Debug, Clone)]
+pub struct Totals {
+    pub counts: Counts,
+    /// Finished jobs kept, and the bytes all jobs hold against `--max-retained-bytes`.
+    pub retained_jobs: usize,
+    pub held_bytes: u64,
+}
+
+/// Which jobs a listing wants; `None` matches all.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub runtime: Option<String>,
+    pub app: Option<String>,
+    pub branch: Option<String>,
+    pub status: Option<JobState>,
+    pub source: Option<JobSource>,
+    pub query_type: Option<String>,
+}
+
+impl JobFilter {
+    fn matches(&self, job: &JobView) -> bool {
+        let eq = |want: &Option<String>, got: Option<&str>| {
+            want.as_deref().is_none_or(|w| Some(w) == got)
+        };
+        eq(&self.runtime, Some(&job.runtime_id))
+            && eq(&self.app, job.deployed_app_rid.as_deref())
+            && eq(&self.branch, job.branch.as_deref())
+            && eq(&self.query_type, Some(&job.query_type))
+            && self.status.is_none_or(|s| s == job.state)
+            && self.source.is_none_or(|s| s == job.source)
+    }
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Clone)]
+pub struct JobPage {
+    pub jobs: Vec<JobView>,
+    /// Where the next page starts (`before=`), when there may be more.
+    pub next_before: Option<u64>,
+}
+
+/// How many jobs one listing request examines under the lock at most: a selective filter over
+/// 100,000 jobs answers a short page and a cursor instead of holding the lock for the scan.
+pub const LIST_SCAN_MAX: usize = 10_000;
 
 /// Limits the table enforces.
 #[derive(Debug, Clone)]
@@ -228,6 +288,9 @@ struct Ledger {
     finished_bytes: u64,
     /// Query bytes of the queued and running jobs.
     open_bytes: u64,
+    counts: Counts,
+    /// Where finished jobs are reported (the `--journal` writer); sends never block.
+    journal: Option<crossbeam_channel::Sender<Box<JobView>>>,
 }
 
 impl Ledger {
@@ -248,6 +311,9 @@ struct Inner {
     /// The last evicted ids (bounded), for a 404 that says the job expired.
     expired: VecDeque<JobId>,
     expired_set: HashSet<JobId>,
+    /// Every job by submission order, for listings.
+    by_seq: BTreeMap<u64, JobId>,
+    last_seq: u64,
 }
 
 /// The shared table. Cheap to share behind an `Arc`; every method takes the lock briefly.
@@ -267,6 +333,8 @@ impl JobTable {
                 names: HashSet::new(),
                 expired: VecDeque::new(),
                 expired_set: HashSet::new(),
+                by_seq: BTreeMap::new(),
+                last_seq: 0,
             }),
             limits,
         }
@@ -415,8 +483,18 @@ impl JobTable {
         if let Some(runtime) = inner.registry.runtimes.get_mut(&runtime_id) {
             runtime.queued += 1;
         }
+        inner.last_seq += 1;
+        let seq = inner.last_seq;
+        inner.by_seq.insert(seq, id.clone());
+        *inner
+            .ledger
+            .counts
+            .created
+            .entry(req.source.as_str())
+            .or_default() += 1;
         let view = JobView {
             id: id.clone(),
+            seq,
             runtime_id,
             deployed_app_rid: rid,
             branch,
@@ -484,7 +562,11 @@ impl JobTable {
         taker: Taker,
         cancel: &dyn Cancel,
     ) -> Result<Option<Dispatched>, Error> {
-        let rx = self.lock().poll_receiver(runtime_id, token)?;
+        let (rx, session) = {
+            let mut inner = self.lock();
+            let rx = inner.poll_receiver(runtime_id, token)?;
+            (rx, inner.begin_poll(runtime_id))
+        };
         let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
         // Kept here too, so a `Cancel` that drops its waker cannot disconnect `wake_rx`.
         let _keep = wake_tx.clone();
@@ -508,10 +590,15 @@ impl JobTable {
             let Some(id) = received else {
                 break None; // deadline, or the queue was dropped by a reset or shutdown
             };
-            if let Some(dispatched) = self.lock().claim(&id, taker, &self.limits) {
+            let mut inner = self.lock();
+            if let Some(dispatched) = inner.claim(&id, taker, &self.limits) {
+                inner.end_poll(runtime_id, session);
                 break Some(dispatched);
             }
         };
+        if taken.is_none() {
+            self.lock().end_poll(runtime_id, session);
+        }
         cancel.clear();
         Ok(taken)
     }
@@ -541,6 +628,7 @@ impl JobTable {
         }
         if let Some(runtime) = inner.registry.runtimes.get_mut(&job.view.runtime_id) {
             runtime.queued += 1;
+            runtime.running -= 1;
             log::debug!("job {id} was not delivered; back at the head of its queue");
             runtime.push_front(id);
         }
@@ -779,13 +867,18 @@ impl JobTable {
         job_id: &JobId,
     ) -> Result<(RuntimeView, JobView), Error> {
         let inner = self.lock();
+        // The job first: an unknown one costs a look-up, not a copy of the runtime.
+        let job = match inner.jobs.get(job_id) {
+            Some(job) if &*job.view.runtime_id == runtime_id => job.view.clone(),
+            _ if !inner.registry.runtimes.contains_key(runtime_id) => {
+                return Err(Error::runtime_not_found(runtime_id))
+            }
+            _ => return Err(inner.missing(job_id)),
+        };
         let runtime = inner
             .runtime_view(runtime_id)
             .ok_or_else(|| Error::runtime_not_found(runtime_id))?;
-        match inner.jobs.get(job_id) {
-            Some(job) if &*job.view.runtime_id == runtime_id => Ok((runtime, job.view.clone())),
-            _ => Err(inner.missing(job_id)),
-        }
+        Ok((runtime, job))
     }
 
     /// Public facts of every runtime, sorted by id.
@@ -796,6 +889,46 @@ impl JobTable {
         ids.into_iter()
             .filter_map(|id| inner.runtime_view(id))
             .collect()
+    }
+
+    /// Jobs matching `filter`, newest first, submitted before `before` (a `seq`), at most
+    /// `limit`. Examines at most [`LIST_SCAN_MAX`] jobs under the lock; copies only the views
+    /// it answers (their payloads are shared, not copied).
+    pub fn list(&self, filter: &JobFilter, before: Option<u64>, limit: usize) -> JobPage {
+        let inner = self.lock();
+        let mut jobs = Vec::new();
+        let mut next_before = None;
+        let newest_first = inner.by_seq.range(..before.unwrap_or(u64::MAX)).rev();
+        for (scanned, (&seq, id)) in newest_first.enumerate() {
+            if jobs.len() == limit || scanned == LIST_SCAN_MAX {
+                next_before = Some(seq + 1);
+                break;
+            }
+            if let Some(job) = inner.jobs.get(id).filter(|j| filter.matches(&j.view)) {
+                jobs.push(job.view.clone());
+            }
+        }
+        JobPage { jobs, next_before }
+    }
+
+    /// Counters and retention figures, for metrics.
+    pub fn totals(&self) -> Totals {
+        let inner = self.lock();
+        Totals {
+            counts: inner.ledger.counts.clone(),
+            retained_jobs: inner.ledger.finished.len(),
+            held_bytes: inner.ledger.held_bytes(),
+        }
+    }
+
+    /// Reports every job that finishes from now on to `journal` (the `--journal` writer).
+    pub fn report_finished_to(&self, journal: crossbeam_channel::Sender<Box<JobView>>) {
+        self.lock().ledger.journal = Some(journal);
+    }
+
+    /// Stops reporting finished jobs (dropping the sender ends the journal writer).
+    pub fn stop_reporting(&self) {
+        self.lock().ledger.journal = None;
     }
 
     /// True once `shutdown` ran; built-in runtime threads check it to exit.
@@ -855,6 +988,28 @@ impl Inner {
             .unwrap_or_else(|| crossbeam_channel::unbounded().1))
     }
 
+    /// A poll of the runtime starts waiting; returns its session (the reset count), so that
+    /// a poll of an earlier session does not count itself out of a new one.
+    fn begin_poll(&mut self, runtime_id: &str) -> u64 {
+        match self.registry.runtimes.get_mut(runtime_id) {
+            Some(runtime) => {
+                runtime.polls_held += 1;
+                runtime.resets
+            }
+            None => u64::MAX,
+        }
+    }
+
+    /// A poll of `session` stopped waiting (with a job or without): recorded as its last poll.
+    fn end_poll(&mut self, runtime_id: &str, session: u64) {
+        if let Some(runtime) = self.registry.runtimes.get_mut(runtime_id) {
+            if runtime.resets == session {
+                runtime.polls_held = runtime.polls_held.saturating_sub(1);
+                runtime.last_poll_at = Some(now_millis());
+            }
+        }
+    }
+
     /// Takes a queued job for `taker`; `None` if it is no longer takeable (skip its stale id).
     fn claim(&mut self, id: &JobId, taker: Taker, limits: &Limits) -> Option<Dispatched> {
         let job = self.jobs.get_mut(id)?;
@@ -865,6 +1020,7 @@ impl Inner {
         job.delivering = taker == Taker::Module;
         if let Some(runtime) = self.registry.runtimes.get_mut(&job.view.runtime_id) {
             runtime.queued -= 1;
+            runtime.running += 1;
         }
         Some(Dispatched {
             job_id: id.clone(),
@@ -918,6 +1074,8 @@ impl Inner {
             };
             if let Some(job) = self.jobs.remove(&id) {
                 self.ledger.finished_bytes -= retained_bytes(&job.view);
+                self.by_seq.remove(&job.view.seq);
+                self.ledger.counts.evicted += 1;
             }
             if self.expired.len() >= REMEMBERED_EXPIRED {
                 if let Some(old) = self.expired.pop_front() {
@@ -963,8 +1121,11 @@ impl Inner {
             connected: rt.connected,
             last_poll_at: rt.last_poll_at,
             created_at: rt.created_at,
+            reset_at: rt.reset_at,
             resets: rt.resets,
             queued: rt.queued,
+            running: rt.running,
+            polls_held: rt.polls_held,
             bindings: self.registry.bindings_of(runtime_id).cloned().collect(),
             schemas: rt.schemas.clone(),
         })
@@ -1001,9 +1162,11 @@ fn finish(
     ledger.open_bytes = ledger
         .open_bytes
         .saturating_sub(job.view.query.len() as u64);
-    if job.view.state == JobState::Queued {
-        if let Some(runtime) = registry.runtimes.get_mut(&job.view.runtime_id) {
-            runtime.queued = runtime.queued.saturating_sub(1);
+    if let Some(runtime) = registry.runtimes.get_mut(&job.view.runtime_id) {
+        match job.view.state {
+            JobState::Queued => runtime.queued = runtime.queued.saturating_sub(1),
+            JobState::Running => runtime.running = runtime.running.saturating_sub(1),
+            _ => {}
         }
     }
     job.delivering = false;
@@ -1021,6 +1184,15 @@ fn finish(
         .finished
         .push_back((job.view.id.clone(), Instant::now()));
     ledger.finished_bytes += retained_bytes(&job.view);
+    *ledger
+        .counts
+        .finished
+        .entry((job.view.source.as_str(), state.as_str()))
+        .or_default() += 1;
+    if let Some(journal) = &ledger.journal {
+        // Unbounded: never blocks under the lock. The view's payloads are shared, not copied.
+        let _ = journal.send(Box::new(job.view.clone()));
+    }
     if let Some(waiters) = job.waker.take() {
         let _ = waiters.done.set(Box::new(job.view.clone()));
         waiters.wake.notify_all();

@@ -29,18 +29,27 @@ pub struct Runtime {
     pub display_name: Option<String>,
     pub token: Secret,
     /// Function name → schema JSON, in the order first posted; a repost replaces in place.
-    pub schemas: Vec<(String, serde_json::Value)>,
+    /// Shared, so a reader copies a pointer under the table lock, not 10,000 schemas; a post
+    /// copies on write only while a reader still holds the old list.
+    pub schemas: Arc<Vec<(String, serde_json::Value)>>,
     /// Position of each name in `schemas`, so storing n schemas costs O(n), not O(n²).
     schema_index: HashMap<String, usize>,
     /// Set by the first poll of this session.
     pub connected: bool,
     pub last_poll_at: Option<u64>,
+    /// When this id was first created (epoch ms).
     pub created_at: u64,
+    /// When this id was last reset (epoch ms); `None` for a fresh session.
+    pub reset_at: Option<u64>,
     /// How many times this id was reset; 0 for a fresh session.
     pub resets: u64,
     /// Jobs of this session in state `queued` (what `--max-queued` caps); kept by the job
     /// table, since the channel may still hold ids of jobs that ended early.
     pub queued: usize,
+    /// Jobs of this session in state `running`.
+    pub running: usize,
+    /// Polls of this session waiting for a job now (long polls and built-in runtime threads).
+    pub polls_held: usize,
     queue: Queue,
 }
 
@@ -60,13 +69,16 @@ impl Runtime {
             id: Arc::from(id),
             display_name,
             token,
-            schemas: Vec::new(),
+            schemas: Arc::default(),
             schema_index: HashMap::new(),
             connected: false,
             last_poll_at: None,
             created_at: now,
+            reset_at: None,
             resets: 0,
             queued: 0,
+            running: 0,
+            polls_held: 0,
             queue: Queue::new(),
         }
     }
@@ -77,13 +89,15 @@ impl Runtime {
     pub fn reset(&mut self, display_name: Option<String>, token: Secret, now: u64) {
         self.display_name = display_name.or(self.display_name.take());
         self.token = token;
-        self.schemas.clear();
+        self.schemas = Arc::default();
         self.schema_index.clear();
         self.connected = false;
         self.last_poll_at = None;
-        self.created_at = now;
+        self.reset_at = Some(now);
         self.resets += 1;
         self.queued = 0;
+        self.running = 0;
+        self.polls_held = 0;
         self.queue = Queue::new();
     }
 
@@ -130,12 +144,13 @@ impl Runtime {
                 "A runtime holds at most {MAX_SCHEMAS} function schemas."
             )));
         }
+        let stored = Arc::make_mut(&mut self.schemas);
         for (name, schema) in schemas {
             match self.schema_index.get(&name) {
-                Some(&at) => self.schemas[at].1 = schema,
+                Some(&at) => stored[at].1 = schema,
                 None => {
-                    self.schema_index.insert(name.clone(), self.schemas.len());
-                    self.schemas.push((name, schema));
+                    self.schema_index.insert(name.clone(), stored.len());
+                    stored.push((name, schema));
                 }
             }
         }

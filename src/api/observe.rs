@@ -1,0 +1,237 @@
+//! Seeing what the emulator did: the runtime and job listings (`GET /_emulate/runtimes`,
+//! `GET /_emulate/jobs`, `GET /_emulate/jobs/:id`) and the journal line of a finished job.
+//!
+//! Every shape here is built from snapshots the job table copied under its lock (views whose
+//! payloads are shared `Arc`s); serialization happens after the lock is released. No shape
+//! carries a token: views have none, and a query's bearer-looking strings are masked.
+
+use serde_json::{json, Value};
+
+use super::{wire, App};
+use crate::error::Error;
+use crate::http::{Reply, Req};
+use crate::jobs::table::{JobFilter, RuntimeView};
+use crate::jobs::{now_millis, JobId, JobSource, JobState, JobView};
+
+/// Default and largest page of `GET /_emulate/jobs`.
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 1000;
+
+/// How long after its last poll ended a module with nothing to do is flagged as not polling,
+/// beyond `--poll-wait`.
+pub const STALE_GRACE_MS: u64 = 5_000;
+
+/// In strict mode (tokens configured) the listings need an accepted bearer token, like the
+/// Contour routes; in permissive mode they are open, like the rest of `/_emulate`.
+pub fn authorize(app: &App, req: &Req) -> Result<(), Error> {
+    if app.bearer.is_strict() && !app.bearer.allows(req.header("authorization")) {
+        return Err(Error::InvalidToken);
+    }
+    Ok(())
+}
+
+/// `GET /_emulate/runtimes`.
+pub fn runtimes(app: &App, req: Req) -> Result<Reply, Error> {
+    authorize(app, &req)?;
+    let now = now_millis();
+    let list: Vec<Value> = app
+        .table
+        .runtimes()
+        .iter()
+        .map(|rt| runtime_listing(rt, now, app.poll_wait.as_millis() as u64))
+        .collect();
+    Ok(Reply::json(200, &json!({ "runtimes": list })))
+}
+
+/// `GET /_emulate/jobs?runtime=&app=&branch=&status=&source=&query_type=&limit=&before=`.
+pub fn jobs(app: &App, req: Req) -> Result<Reply, Error> {
+    authorize(app, &req)?;
+    let (filter, before, limit) = listing_params(&req)?;
+    let page = app.table.list(&filter, before, limit);
+    let jobs: Vec<Value> = page.jobs.iter().map(job_summary).collect();
+    Ok(Reply::json(
+        200,
+        &json!({ "jobs": jobs, "next_before": page.next_before }),
+    ))
+}
+
+/// `GET /_emulate/jobs/:id`: the whole record, result bytes included.
+pub fn job(app: &App, req: Req, job_id: &str) -> Result<Reply, Error> {
+    authorize(app, &req)?;
+    let job = app.table.job(&JobId::from_client(job_id))?;
+    Ok(Reply::json(200, &json!({ "job": job_record(&job) })))
+}
+
+/// The filters, cursor and page size of a listing request; a bad one is a 400 naming it.
+pub fn listing_params(req: &Req) -> Result<(JobFilter, Option<u64>, usize), Error> {
+    let text = |name: &str| {
+        req.param(name)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let number = |name: &str| -> Result<Option<u64>, Error> {
+        match req.param(name).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                Error::InvalidRequest(format!(
+                    "The query parameter '{name}' must be a non-negative integer, not \"{}\".",
+                    v.escape_debug()
+                ))
+            }),
+        }
+    };
+    let status = match text("status") {
+        None => None,
+        Some(s) => Some(parse_state(&s)?),
+    };
+    let source = match text("source") {
+        None => None,
+        Some(s) => Some(parse_source(&s)?),
+    };
+    let limit = number("limit")?.map_or(DEFAULT_LIMIT, |n| (n as usize).clamp(1, MAX_LIMIT));
+    let filter = JobFilter {
+        runtime: text("runtime"),
+        app: text("app"),
+        branch: text("branch"),
+        status,
+        source,
+        query_type: text("query_type"),
+    };
+    Ok((filter, number("before")?, limit))
+}
+
+fn parse_state(s: &str) -> Result<JobState, Error> {
+    [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+    ]
+    .into_iter()
+    .find(|state| state.as_str() == s)
+    .ok_or_else(|| {
+        Error::InvalidRequest(format!(
+            "The query parameter 'status' must be queued, running, succeeded or failed, not \"{}\".",
+            s.escape_debug()
+        ))
+    })
+}
+
+fn parse_source(s: &str) -> Result<JobSource, Error> {
+    [
+        JobSource::ContourSync,
+        JobSource::ContourAsync,
+        JobSource::RuntimeDirect,
+    ]
+    .into_iter()
+    .find(|source| source.as_str() == s)
+    .ok_or_else(|| {
+        Error::InvalidRequest(format!(
+            "The query parameter 'source' must be contour-sync, contour-async or runtime-direct, not \"{}\".",
+            s.escape_debug()
+        ))
+    })
+}
+
+/// Whether a connected module has stopped polling: no poll held, no job running, and its
+/// last poll ended more than `--poll-wait` + 5 s ago.
+pub fn is_stale(rt: &RuntimeView, now: u64, poll_wait_ms: u64) -> bool {
+    rt.connected
+        && rt.polls_held == 0
+        && rt.running == 0
+        && rt
+            .last_poll_at
+            .is_some_and(|at| now.saturating_sub(at) > poll_wait_ms + STALE_GRACE_MS)
+}
+
+/// A runtime in the listing: inspection's runtime fields, plus counts, function names,
+/// reset time and the not-polling flag. Never its token.
+pub fn runtime_listing(rt: &RuntimeView, now: u64, poll_wait_ms: u64) -> Value {
+    let mut value = wire::runtime_json(rt);
+    if let Value::Object(map) = &mut value {
+        map.insert("reset_at".into(), json!(rt.reset_at));
+        map.insert("running_jobs".into(), json!(rt.running));
+        map.insert("polls_held".into(), json!(rt.polls_held));
+        map.insert(
+            "functions".into(),
+            json!(rt.schemas.iter().map(|(name, _)| name).collect::<Vec<_>>()),
+        );
+        map.insert("stale".into(), json!(is_stale(rt, now, poll_wait_ms)));
+    }
+    value
+}
+
+/// The listing's (and the journal's) fields of a job: no payloads, only their sizes.
+pub fn job_summary(job: &JobView) -> Value {
+    let span = |from: Option<u64>, to: Option<u64>| match (from, to) {
+        (Some(from), Some(to)) => Some(to.saturating_sub(from)),
+        _ => None,
+    };
+    json!({
+        "id": job.id.to_string(),
+        "seq": job.seq,
+        "source": job.source.as_str(),
+        "deployed_app_rid": job.deployed_app_rid.as_deref(),
+        "branch": job.branch.as_deref(),
+        "runtime_id": &*job.runtime_id,
+        "query_type": &*job.query_type,
+        "status": job.state.as_str(),
+        "error_message": job.error_message,
+        "submitted_at": job.submitted_at,
+        "dispatched_at": job.dispatched_at,
+        "finished_at": job.finished_at,
+        "queued_ms": span(Some(job.submitted_at), job.dispatched_at),
+        "running_ms": span(job.dispatched_at, job.finished_at),
+        "total_ms": span(Some(job.submitted_at), job.finished_at),
+        "query_bytes": job.query.len(),
+        "result_bytes": job.result_preview_of.or(job.result.as_ref().map(|r| r.len() as u64)),
+    })
+}
+
+/// One job in full: inspection's record with its query masked (see [`mask_bearers`]).
+pub fn job_record(job: &JobView) -> Value {
+    let mut record = wire::job_json(job);
+    if let Value::Object(map) = &mut record {
+        map.insert("seq".into(), json!(job.seq));
+        if let Some(query) = map.get_mut("query") {
+            mask_bearers(query);
+        }
+    }
+    record
+}
+
+/// A journal line: the summary, and with `payloads` the masked query and the result.
+pub fn journal_line(job: &JobView, payloads: bool) -> Value {
+    let mut line = job_summary(job);
+    if payloads {
+        let record = job_record(job);
+        if let (Value::Object(line), Value::Object(mut record)) = (&mut line, record) {
+            for key in [
+                "query",
+                "result_content_type",
+                "result_body_utf8",
+                "result_body_base64",
+            ] {
+                line.insert(key.into(), record.remove(key).unwrap_or(Value::Null));
+            }
+        }
+    }
+    line
+}
+
+/// Replaces every JSON string of the form `Bearer <token>` (any case) with
+/// `Bearer <redacted>`: queries are user input, and a CI artifact or a shared dashboard must
+/// not carry a credential someone pasted into one.
+pub fn mask_bearers(value: &mut Value) {
+    match value {
+        Value::String(s) => {
+            let lower = s.trim_start().to_ascii_lowercase();
+            if lower.starts_with("bearer ") && s.trim().len() > "bearer ".len() {
+                *s = "Bearer <redacted>".to_string();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask_bearers),
+        Value::Object(map) => map.values_mut().for_each(mask_bearers),
+        _ => {}
+    }
+}
