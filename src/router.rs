@@ -5,7 +5,7 @@
 //! the answer's head only (RFC 9110 §9.3.2).
 
 use crate::api::names::{check_job_id, check_runtime_id};
-use crate::api::{contour, dashboard, metrics, observe, runtime, App};
+use crate::api::{contour, dashboard, metrics, observe, runtime, steer, App};
 use crate::error::Error;
 use crate::http::{Reply, Req};
 
@@ -32,6 +32,7 @@ enum Route<'a> {
     PostResult(&'a str, &'a str),
     Restart(&'a str),
     Inspect(&'a str, &'a str),
+    Direct(&'a str),
     Health,
     Info,
     ListRuntimes,
@@ -61,6 +62,7 @@ fn match_path<'a>(segments: &'a [&'a str]) -> Option<(&'static [&'static str], R
             [rt, "results", job] => Some((POST, Route::PostResult(rt, job))),
             [rt, "restart"] => Some((POST, Route::Restart(rt))),
             [rt, "jobs", job] => Some((GET, Route::Inspect(rt, job))),
+            [rt, "jobs"] => Some((POST, Route::Direct(rt))),
             _ => None,
         };
     }
@@ -81,7 +83,9 @@ impl Route<'_> {
     /// Refuses ids in the path that are not valid ids (`..`, `/`, control characters).
     fn check_ids(&self) -> Result<(), Error> {
         match *self {
-            Route::Poll(rt) | Route::Schemas(rt) | Route::Restart(rt) => check_runtime_id(rt),
+            Route::Poll(rt) | Route::Schemas(rt) | Route::Restart(rt) | Route::Direct(rt) => {
+                check_runtime_id(rt)
+            }
             Route::PostResult(rt, job) | Route::Inspect(rt, job) => {
                 check_runtime_id(rt).and_then(|()| check_job_id(job))
             }
@@ -103,6 +107,7 @@ impl Route<'_> {
             Route::PostResult(..) => "post_result",
             Route::Restart(_) => "restart",
             Route::Inspect(..) => "inspect",
+            Route::Direct(_) => "runtime_direct",
             Route::Health => "health",
             Route::Info => "info",
             Route::ListRuntimes => "list_runtimes",
@@ -151,6 +156,7 @@ fn dispatch(app: &App, req: Req) -> (&'static str, Reply) {
         Route::PostResult(rt, job) => runtime::result(app, req, rt, job),
         Route::Restart(rt) => runtime::restart(app, req, rt),
         Route::Inspect(rt, job) => runtime::inspect(app, rt, job),
+        Route::Direct(rt) => steer::direct(app, req, rt),
         Route::Health => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
         Route::Info => Ok(Reply::json(200, &crate::api::wire::info(app))),
         Route::ListRuntimes => observe::runtimes(app, req),

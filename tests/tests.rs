@@ -42,3 +42,6 @@ mod observe;
 
 // The dashboard in headless Chromium (installed by .ci/run): rendered DOM and screenshots.
 mod dashboard;
+
+// Steering from a test: runtime-direct jobs over HTTP.
+mod steer;

@@ -36,15 +36,20 @@ fn job_request(req: &Req, source: JobSource) -> Result<EnqueueRequest, Error> {
 /// `POST .../compute-modules/jobs/execute`: enqueue, then wait here for the job's end.
 pub fn execute(app: &App, req: Req) -> Result<Reply, Error> {
     authorize(app, &req)?;
+    let request = job_request(&req, JobSource::ContourSync)?;
+    execute_and_wait(app, &req, request)
+}
+
+/// Enqueues `request` and answers as a sync execute does: the result bytes, 500
+/// `job_failed`, or 504 `job_timeout` at `req`'s arrival + `--execute-timeout`.
+pub fn execute_and_wait(app: &App, req: &Req, request: EnqueueRequest) -> Result<Reply, Error> {
     // Take the wait place first: if there is none, nothing has been created yet.
     let _permit = app
         .execute_permits
         .take_within(PERMIT_PATIENCE)
         .ok_or_else(|| app.execute_permits.overloaded())?;
     // Watched from the moment it exists: the job may end (and even be evicted) at once.
-    let watch = app
-        .table
-        .enqueue_watched(job_request(&req, JobSource::ContourSync)?)?;
+    let watch = app.table.enqueue_watched(request)?;
     let job = watch.id().clone();
     let deadline = super::deadline(req.received_at, app.execute_timeout);
     let started = Instant::now();

@@ -10,6 +10,7 @@ pub mod names;
 pub mod observe;
 
 pub mod runtime;
+pub mod steer;
 pub mod wire;
 
 use std::sync::{Arc, OnceLock};

@@ -92,6 +92,26 @@ impl ExecuteBody {
     }
 }
 
+/// The body of a runtime-direct job (`POST /_emulate/.../runtimes/:id/jobs`).
+#[derive(Debug)]
+pub struct DirectBody {
+    pub query_type: String,
+    /// JSON text, `{}` when absent.
+    pub query: Arc<str>,
+}
+
+impl DirectBody {
+    pub fn parse(body: &[u8]) -> Result<DirectBody, Error> {
+        let fields = Fields::parse(body)?;
+        Ok(DirectBody {
+            query_type: fields.required_str("queryType")?,
+            query: fields
+                .raw("query")
+                .map_or_else(|| Arc::from("{}"), |q| Arc::from(q.get())),
+        })
+    }
+}
+
 /// The job id named by a `result/v2` body: `id`, else the id inside `jobHandle`.
 pub fn result_request_job_id(body: &[u8]) -> Result<JobId, Error> {
     let fields = Fields::parse(body)?;
