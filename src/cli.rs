@@ -86,6 +86,9 @@ pub struct ServeArgs {
         from_str_fn(parse_secs)
     )]
     shutdown_grace: Duration,
+    /// seed of the fault-injection PRNG: the same rules and seed give the same faults (default 1)
+    #[argh(option, default = "crate::jobs::faults::DEFAULT_SEED")]
+    fault_seed: u64,
     /// append one JSON line per finished job to FILE (no payloads, never a token)
     #[argh(option)]
     journal: Option<PathBuf>,
@@ -223,6 +226,7 @@ impl ServeArgs {
             io_timeout: self.io_timeout,
             shutdown_grace: self.shutdown_grace,
             tls,
+            fault_seed: self.fault_seed,
             journal: self.journal,
             journal_payloads: self.journal_payloads,
         })

@@ -53,6 +53,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// An HTTPS listener beside the plain one (needs the `tls` cargo feature). Default none.
     pub tls: Option<TlsOptions>,
+    /// Seeds the fault-injection PRNG, so rates give the same decisions every run.
+    pub fault_seed: u64,
     /// Appends one JSON line per finished job to this file. Default none.
     pub journal: Option<PathBuf>,
     /// Journal lines also carry the query and the result. Default false.
@@ -92,18 +94,21 @@ impl Default for Config {
             io_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
             tls: None,
+            fault_seed: crate::jobs::faults::DEFAULT_SEED,
             journal: None,
             journal_payloads: false,
         }
     }
 }
 
-/// The runtimes, bindings and tokens of a seed file.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The runtimes, bindings, tokens and fault rules of a seed file.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Seed {
     pub runtimes: Vec<SeedRuntime>,
     pub deployed_apps: Vec<SeedApp>,
     pub tokens: Vec<String>,
+    /// `foundry.compute_modules.faults[]`.
+    pub faults: Vec<crate::jobs::faults::FaultRule>,
 }
 
 /// A `runtimes[]` entry.
@@ -286,6 +291,12 @@ impl Seed {
                 display_name: optional_string(obj, &at, "display_name")?,
                 active,
             });
+        }
+        for (i, entry) in entries(cm, "faults")?.iter().enumerate() {
+            let at = format!("foundry.compute_modules.faults[{i}]");
+            let rule = crate::jobs::faults::FaultRule::parse(entry, &at)
+                .map_err(|reason| (at.clone(), String::new(), reason))?;
+            seed.faults.push(rule);
         }
         Ok(seed)
     }

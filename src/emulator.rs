@@ -59,6 +59,9 @@ impl Emulator {
             max_job_runtime: config.max_job_runtime,
         }));
         let builtins = seed(&table, &config);
+        table.mark_seeded();
+        table.seed_faults(config.fault_seed);
+        table.set_faults(config.seed.faults.clone());
         let journal = match &config.journal {
             Some(path) => {
                 let (journal, reports) = Journal::open(path, config.journal_payloads)?;
@@ -119,11 +122,18 @@ impl Emulator {
             builtin_threads.extend(builtin::spawn(table.clone(), &runtime_id, token, &builtin)?);
         }
         let janitor = Janitor::start(table.clone())?;
+        let delay_clock = {
+            let table = table.clone();
+            std::thread::Builder::new()
+                .name("fault-clock".into())
+                .spawn(move || table.run_delays())?
+        };
         Ok(Running {
             addr,
             base_url,
             shutdown_grace: config.shutdown_grace,
             janitor: Some(janitor),
+            delay_clock: Some(delay_clock),
             journal,
             #[cfg(feature = "tls")]
             tls,
@@ -198,6 +208,8 @@ pub struct Running {
     janitor: Option<Janitor>,
     /// The `--journal` writer; finished last, after every open job has ended.
     journal: Option<Journal>,
+    /// Hands fault-delayed jobs out (`JobTable::run_delays`); ends at table shutdown.
+    delay_clock: Option<std::thread::JoinHandle<()>>,
     base_url: String,
     shutdown_grace: std::time::Duration,
     /// Its address, URL and generated CA (removed when this is dropped).
@@ -293,6 +305,9 @@ impl Running {
             for handle in self.builtin_threads.drain(..) {
                 let _ = handle.join();
             }
+        }
+        if let Some(clock) = self.delay_clock.take() {
+            let _ = clock.join();
         }
         // Every job has ended and was reported: drop the table's sender, write the rest.
         if let Some(journal) = self.journal.take() {

@@ -19,6 +19,7 @@ const RUNTIMES: [&str; 4] = ["_emulate", "foundry", "compute-modules", "runtimes
 const GET: &[&str] = &["GET", "HEAD"];
 const POST: &[&str] = &["POST"];
 const PUT: &[&str] = &["PUT"];
+const FAULTS: &[&str] = &["GET", "HEAD", "PUT", "DELETE"];
 
 /// A matched route with its path parameters.
 enum Route<'a> {
@@ -33,6 +34,8 @@ enum Route<'a> {
     Restart(&'a str),
     Inspect(&'a str, &'a str),
     Direct(&'a str),
+    Reset,
+    Faults,
     Health,
     Info,
     ListRuntimes,
@@ -75,6 +78,8 @@ fn match_path<'a>(segments: &'a [&'a str]) -> Option<(&'static [&'static str], R
         ["_emulate", "jobs", id] => Some((GET, Route::Job(id))),
         ["_emulate", "view", "jobs", id] => Some((GET, Route::JobPage(id))),
         ["metrics"] => Some((GET, Route::Metrics)),
+        ["_emulate", "reset"] => Some((POST, Route::Reset)),
+        ["_emulate", "faults"] => Some((FAULTS, Route::Faults)),
         _ => None,
     }
 }
@@ -108,6 +113,8 @@ impl Route<'_> {
             Route::Restart(_) => "restart",
             Route::Inspect(..) => "inspect",
             Route::Direct(_) => "runtime_direct",
+            Route::Reset => "reset",
+            Route::Faults => "faults",
             Route::Health => "health",
             Route::Info => "info",
             Route::ListRuntimes => "list_runtimes",
@@ -157,6 +164,12 @@ fn dispatch(app: &App, req: Req) -> (&'static str, Reply) {
         Route::Restart(rt) => runtime::restart(app, req, rt),
         Route::Inspect(rt, job) => runtime::inspect(app, rt, job),
         Route::Direct(rt) => steer::direct(app, req, rt),
+        Route::Reset => steer::reset(app, req),
+        Route::Faults => match req.method.as_str() {
+            "PUT" => steer::put_faults(app, req),
+            "DELETE" => steer::delete_faults(app, req),
+            _ => steer::get_faults(app, req),
+        },
         Route::Health => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
         Route::Info => Ok(Reply::json(200, &crate::api::wire::info(app))),
         Route::ListRuntimes => observe::runtimes(app, req),

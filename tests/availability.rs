@@ -78,7 +78,7 @@ fn echo_server(configure: impl FnOnce(&mut Config)) -> TestServer {
             display_name: None,
             active: true,
         }],
-        tokens: Vec::new(),
+        ..Seed::default()
     };
     TestServer::start(|cfg| {
         cfg.seed = seed;

@@ -75,7 +75,7 @@ fn seed_with(runtime_id: &str, rid: &str, builtin: Builtin) -> Seed {
             display_name: None,
             active: true,
         }],
-        tokens: Vec::new(),
+        ..Seed::default()
     }
 }
 

@@ -77,6 +77,7 @@ fn the_job_listing_filters_orders_newest_first_and_pages_by_cursor() {
             "total_ms": job.finished_at.unwrap() - job.submitted_at,
             "query_bytes": 7,
             "result_bytes": 8,
+            "fault": null,
         }),
         "a listed job",
     );

@@ -30,6 +30,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Back to zero (`POST /_emulate/reset`).
+    pub fn reset(&self) {
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        for bucket in &self.wait_buckets {
+            bucket.store(0, Ordering::Relaxed);
+        }
+        self.wait_sum_micros.store(0, Ordering::Relaxed);
+    }
+
     /// Counts one answered request.
     pub fn request(&self, route: &'static str, status: u16) {
         let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
@@ -183,6 +195,21 @@ pub fn render(app: &App) -> String {
         &[],
         totals.counts.evicted as f64,
     );
+    family(
+        &mut out,
+        "foundry_emulator_faults_total",
+        "counter",
+        "Jobs a fault rule hit, by effect.",
+    );
+    for (effect, n) in &totals.counts.faults {
+        let labels = [("effect", *effect)];
+        sample(
+            &mut out,
+            "foundry_emulator_faults_total",
+            &labels,
+            *n as f64,
+        );
+    }
 
     let metrics = &app.metrics;
     let name = "foundry_emulator_sync_execute_wait_seconds";

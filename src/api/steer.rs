@@ -1,4 +1,5 @@
-//! Steering the emulator from a test: runtime-direct jobs over HTTP.
+//! Steering the emulator from a test: reset to the seed, runtime-direct jobs over HTTP,
+//! fault rules.
 //!
 //! Write routes: open in permissive mode (the emulator listens on 127.0.0.1 by default),
 //! an accepted bearer token in strict mode.
@@ -6,7 +7,9 @@
 use super::{contour, observe, wire, App};
 use crate::error::Error;
 use crate::http::{Reply, Req};
+use crate::jobs::faults::FaultRule;
 use crate::jobs::{EnqueueRequest, JobSource, Target};
+use serde_json::{json, Value};
 
 /// `POST /_emulate/foundry/compute-modules/runtimes/:runtimeId/jobs` with
 /// `{"queryType", "query"}`: a `runtime-direct` job straight onto that runtime, no
@@ -27,4 +30,51 @@ pub fn direct(app: &App, req: Req, runtime_id: &str) -> Result<Reply, Error> {
     }
     let id = app.table.enqueue(request)?;
     Ok(Reply::json(200, &wire::submitted(&id)))
+}
+
+/// `POST /_emulate/reset`: back to the start-up state (see `JobTable::reset_to_seed`);
+/// request counters restart too. Answers what was dropped.
+pub fn reset(app: &App, req: Req) -> Result<Reply, Error> {
+    observe::authorize(app, &req)?;
+    let counts = app.table.reset_to_seed();
+    app.metrics.reset();
+    log::info!("reset to the seed state: {counts:?}");
+    Ok(Reply::json(
+        200,
+        &json!({
+            "jobs_failed": counts.jobs_failed,
+            "jobs_dropped": counts.jobs_dropped,
+            "runtimes_removed": counts.runtimes_removed,
+            "runtimes_restored": counts.runtimes_restored,
+            "faults_cleared": counts.faults_cleared,
+        }),
+    ))
+}
+
+/// `GET /_emulate/faults`.
+pub fn get_faults(app: &App, req: Req) -> Result<Reply, Error> {
+    observe::authorize(app, &req)?;
+    Ok(Reply::json(200, &faults_json(&app.table.faults())))
+}
+
+/// `PUT /_emulate/faults` with `{"faults": [rule, ...]}`: replaces the rules; a bad rule is
+/// a 400 naming its field, and the rules in force stay.
+pub fn put_faults(app: &App, req: Req) -> Result<Reply, Error> {
+    observe::authorize(app, &req)?;
+    let body: Value = serde_json::from_slice(&req.body)
+        .map_err(|e| Error::InvalidRequest(format!("The body is not JSON: {e}.")))?;
+    let rules = FaultRule::parse_list(&body).map_err(Error::InvalidRequest)?;
+    app.table.set_faults(rules);
+    Ok(Reply::json(200, &faults_json(&app.table.faults())))
+}
+
+/// `DELETE /_emulate/faults`.
+pub fn delete_faults(app: &App, req: Req) -> Result<Reply, Error> {
+    observe::authorize(app, &req)?;
+    app.table.set_faults(Vec::new());
+    Ok(Reply::json(200, &faults_json(&[])))
+}
+
+fn faults_json(rules: &[FaultRule]) -> Value {
+    json!({ "faults": rules.iter().map(FaultRule::to_json).collect::<Vec<_>>() })
 }

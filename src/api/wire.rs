@@ -480,6 +480,7 @@ pub(crate) fn job_json(job: &JobView) -> Value {
         // A sync execute's delivered result is kept only as a preview.
         "result_size": job.result_preview_of.or(job.result.as_ref().map(|r| r.len() as u64)),
         "result_is_preview": job.result_preview_of.is_some(),
+        "fault": job.fault.as_deref(),
     })
 }
 

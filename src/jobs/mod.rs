@@ -3,6 +3,7 @@
 //! **Boundary:** this module knows nothing of HTTP or of the wire format; the API layer
 //! converts [`JobView`] into JSON by hand in `api::wire`.
 
+pub mod faults;
 pub mod table;
 
 use std::fmt;
@@ -141,6 +142,8 @@ pub struct JobView {
     pub result_preview_of: Option<u64>,
     /// Shared between jobs (interned): a handful of distinct values.
     pub result_content_type: Option<Arc<str>>,
+    /// Which fault rule hit this job and what it did, if one did.
+    pub fault: Option<Arc<str>>,
 }
 
 /// How much of a result a job keeps once a sync execute delivered it.

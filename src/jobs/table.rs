@@ -11,10 +11,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::select;
+use crossbeam_channel::{select, Sender};
 
 use crate::auth::Secret;
 use crate::error::Error;
+use crate::jobs::faults::{Effect, FaultRule, Faults};
 use crate::jobs::{
     now_millis, JobId, JobSource, JobState, JobView, DEFAULT_FAILURE, RESULT_PREVIEW,
 };
@@ -171,6 +172,8 @@ pub struct Counts {
     pub finished: BTreeMap<(&'static str, &'static str), u64>,
     /// Finished jobs dropped by retention (count, bytes or TTL).
     pub evicted: u64,
+    /// Jobs a fault rule hit, by effect.
+    pub faults: BTreeMap<&'static str, u64>,
 }
 
 /// The table's totals, for metrics.
@@ -314,12 +317,39 @@ struct Inner {
     /// Every job by submission order, for listings.
     by_seq: BTreeMap<u64, JobId>,
     last_seq: u64,
+    faults: Faults,
+    /// Jobs a fault rule delays, by when (and seq) they are handed out.
+    delayed: BTreeMap<(Instant, u64), JobId>,
+    /// The runtimes and bindings right after seeding, for `reset_to_seed`.
+    seeded: Option<SeedState>,
 }
+
+/// What `reset_to_seed` puts back.
+#[derive(Debug, Clone)]
+struct SeedState {
+    runtimes: Vec<(Arc<str>, Option<String>, Secret)>,
+    bindings: Vec<Binding>,
+}
+
+/// What `reset_to_seed` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetCounts {
+    pub jobs_failed: usize,
+    pub jobs_dropped: usize,
+    pub runtimes_removed: usize,
+    pub runtimes_restored: usize,
+    pub faults_cleared: usize,
+}
+
+/// Failure message of jobs ended by `POST /_emulate/reset`.
+pub const EMULATOR_RESET_MESSAGE: &str = "the emulator was reset";
 
 /// The shared table. Cheap to share behind an `Arc`; every method takes the lock briefly.
 pub struct JobTable {
     inner: Mutex<Inner>,
     limits: Limits,
+    /// Wakes the delay clock (`run_delays`): a new delayed job, a reset, shutdown.
+    delays_changed: Condvar,
 }
 
 impl JobTable {
@@ -335,8 +365,12 @@ impl JobTable {
                 expired_set: HashSet::new(),
                 by_seq: BTreeMap::new(),
                 last_seq: 0,
+                faults: Faults::new(crate::jobs::faults::DEFAULT_SEED),
+                delayed: BTreeMap::new(),
+                seeded: None,
             }),
             limits,
+            delays_changed: Condvar::new(),
         }
     }
 
@@ -472,13 +506,19 @@ impl JobTable {
                 self.limits.max_queued
             )));
         }
-        let Some(sender) = runtime.sender() else {
+        let Some(sender) = runtime.sender().cloned() else {
             return Err(Error::Overloaded("the emulator is shutting down".into()));
         };
-        // The registry holds the receiver, so the channel cannot be disconnected here; and an
-        // unbounded send never blocks, so sending under the lock is allowed.
-        if sender.send(id.clone()).is_err() {
-            return Err(Error::Internal("runtime queue is closed".into()));
+        // Faults apply to jobs of a deployed app (a runtime-direct job names no app).
+        let effect = match (&rid, &branch) {
+            (Some(rid), Some(branch)) => inner.faults.decide(rid, branch, &req.query_type),
+            _ => Effect::None,
+        };
+        if effect != Effect::None {
+            *inner.ledger.counts.faults.entry(effect.name()).or_default() += 1;
+        }
+        if let Effect::Reject(why) = &effect {
+            return Err(Error::Overloaded(why.clone()));
         }
         if let Some(runtime) = inner.registry.runtimes.get_mut(&runtime_id) {
             runtime.queued += 1;
@@ -509,6 +549,7 @@ impl JobTable {
             result: None,
             result_preview_of: None,
             result_content_type: None,
+            fault: None,
         };
         inner.ledger.open_bytes += query_bytes;
         let job = Job {
@@ -519,9 +560,102 @@ impl JobTable {
             delivering: false,
         };
         inner.jobs.insert(id.clone(), Box::new(job));
+        self.apply(&mut inner, &id, effect, &sender);
         // Finished jobs make room for the new query.
         inner.evict(&self.limits, Instant::now());
         Ok(id)
+    }
+
+    /// Hands a new job to its runtime, or does what a fault rule decided instead.
+    fn apply(&self, inner: &mut Inner, id: &JobId, effect: Effect, sender: &Sender<JobId>) {
+        let note = match &effect {
+            Effect::None | Effect::Reject(_) => None,
+            Effect::Fail { rule, .. } => Some(rule.clone()),
+            Effect::Drop(note) | Effect::Delay(_, note) => Some(note.clone()),
+        };
+        if let Some(job) = inner.jobs.get_mut(id) {
+            job.view.fault = note.map(Arc::from);
+        }
+        match effect {
+            // The registry holds the receiver, so the channel cannot be disconnected here;
+            // an unbounded send never blocks, so sending under the lock is allowed.
+            Effect::None | Effect::Reject(_) => {
+                let _ = sender.send(id.clone());
+            }
+            Effect::Fail { message, .. } => {
+                if let Some(job) = inner.jobs.get_mut(id) {
+                    finish(
+                        job,
+                        JobState::Failed,
+                        Some(message),
+                        &mut inner.ledger,
+                        &mut inner.registry,
+                    );
+                }
+            }
+            // Never handed out: it stays queued until canceled, reset or shut down.
+            Effect::Drop(_) => {}
+            Effect::Delay(delay, _) => {
+                let seq = inner.jobs.get(id).map_or(0, |job| job.view.seq);
+                inner
+                    .delayed
+                    .insert((Instant::now() + delay, seq), id.clone());
+                self.delays_changed.notify_all();
+            }
+        }
+    }
+
+    /// The delay clock: hands each delayed job to its runtime when its time comes. Runs on
+    /// its own thread until `shutdown`.
+    ///
+    /// # Blocking
+    /// Waits on `delays_changed` with the table lock, until the earliest delayed job is due
+    /// (or a second, whichever is sooner); woken by a newly delayed job and by shutdown.
+    pub fn run_delays(&self) {
+        let mut inner = self.lock();
+        while !inner.shutting_down {
+            let now = Instant::now();
+            while let Some((&(due, seq), _)) = inner.delayed.first_key_value() {
+                if due > now {
+                    break;
+                }
+                let Some(id) = inner.delayed.remove(&(due, seq)) else {
+                    break;
+                };
+                inner.hand_out_delayed(&id);
+            }
+            let wait = inner
+                .delayed
+                .first_key_value()
+                .map_or(Duration::from_secs(1), |(&(due, _), _)| due - now)
+                .min(Duration::from_secs(1));
+            inner = self
+                .delays_changed
+                .wait_timeout(inner, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// The fault rules in force.
+    pub fn faults(&self) -> Vec<FaultRule> {
+        self.lock().faults.rules()
+    }
+
+    /// Replaces the fault rules (jobs already delayed keep their time); returns the old count.
+    pub fn set_faults(&self, rules: Vec<FaultRule>) -> usize {
+        let mut inner = self.lock();
+        let old = inner.faults.rules().len();
+        inner.faults.replace(rules);
+        old
+    }
+
+    /// Seeds the fault PRNG (`--fault-seed`); the rules restart their sequence.
+    pub fn seed_faults(&self, seed: u64) {
+        let mut inner = self.lock();
+        let rules = inner.faults.rules();
+        inner.faults = Faults::new(seed);
+        inner.faults.replace(rules);
     }
 
     /// Takes the oldest queued job of the runtime without waiting, for a module's poll (see
@@ -956,6 +1090,88 @@ impl JobTable {
         for runtime in inner.registry.runtimes.values_mut() {
             runtime.close_queue();
         }
+        inner.delayed.clear();
+        self.delays_changed.notify_all();
+    }
+
+    /// Remembers the runtimes (with their tokens) and bindings as they are now: the state
+    /// `reset_to_seed` restores. Called once, right after seeding.
+    pub fn mark_seeded(&self) {
+        let mut inner = self.lock();
+        let mut runtimes: Vec<_> = inner
+            .registry
+            .runtimes
+            .values()
+            .map(|rt| (rt.id.clone(), rt.display_name.clone(), rt.token.clone()))
+            .collect();
+        runtimes.sort_by(|a, b| a.0.cmp(&b.0));
+        let bindings = inner.registry.bindings.clone();
+        inner.seeded = Some(SeedState { runtimes, bindings });
+    }
+
+    /// Puts the table back to its seeded state: every open job fails (so every waiter is
+    /// answered at once), then all jobs are dropped; runtimes created since are removed
+    /// (their tokens stop working, their pollers get 204); seeded runtimes get their seed
+    /// token back with no schemas and a fresh queue (built-in runtime threads pick it up on
+    /// their next wait); bindings, fault rules and counters are as at start.
+    pub fn reset_to_seed(&self) -> ResetCounts {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let mut jobs_failed = 0;
+        for job in inner.jobs.values_mut() {
+            if !job.view.state.is_terminal() {
+                jobs_failed += 1;
+                let message = Some(EMULATOR_RESET_MESSAGE.to_string());
+                finish(
+                    job,
+                    JobState::Failed,
+                    message,
+                    &mut inner.ledger,
+                    &mut inner.registry,
+                );
+            }
+        }
+        let jobs_dropped = inner.jobs.len();
+        inner.jobs.clear();
+        inner.by_seq.clear();
+        inner.delayed.clear();
+        inner.expired.clear();
+        inner.expired_set.clear();
+        let journal = inner.ledger.journal.take();
+        inner.ledger = Ledger {
+            journal,
+            ..Ledger::default()
+        };
+        let seeded = inner.seeded.clone().unwrap_or(SeedState {
+            runtimes: Vec::new(),
+            bindings: Vec::new(),
+        });
+        let before = inner.registry.runtimes.len();
+        inner.registry.runtimes.retain(|id, runtime| {
+            let keep = seeded.runtimes.iter().any(|(seed_id, ..)| seed_id == id);
+            if !keep {
+                runtime.close_queue();
+            }
+            keep
+        });
+        let runtimes_removed = before - inner.registry.runtimes.len();
+        let now = now_millis();
+        for (id, display_name, token) in &seeded.runtimes {
+            if let Some(runtime) = inner.registry.runtimes.get_mut(id) {
+                runtime.reset(display_name.clone(), token.clone(), now);
+            }
+        }
+        inner.registry.bindings = seeded.bindings;
+        let faults_cleared = inner.faults.rules().len();
+        inner.faults.replace(Vec::new());
+        self.delays_changed.notify_all();
+        ResetCounts {
+            jobs_failed,
+            jobs_dropped,
+            runtimes_removed,
+            runtimes_restored: seeded.runtimes.len(),
+            faults_cleared,
+        }
     }
 }
 
@@ -986,6 +1202,24 @@ impl Inner {
         Ok(runtime
             .receiver()
             .unwrap_or_else(|| crossbeam_channel::unbounded().1))
+    }
+
+    /// A delayed job's time came: to its runtime's channel, if it is still queued there.
+    fn hand_out_delayed(&mut self, id: &JobId) {
+        let Some(job) = self.jobs.get(id) else {
+            return;
+        };
+        if job.view.state != JobState::Queued {
+            return;
+        }
+        if let Some(sender) = self
+            .registry
+            .runtimes
+            .get(&job.view.runtime_id)
+            .and_then(|rt| rt.sender())
+        {
+            let _ = sender.send(id.clone());
+        }
     }
 
     /// A poll of the runtime starts waiting; returns its session (the reset count), so that
