@@ -87,7 +87,7 @@ fn ms(value: &Value) -> String {
 
 /// `GET /_emulate`.
 pub fn overview(app: &App, req: Req) -> Result<Reply, Error> {
-    observe::authorize(app, &req)?;
+    super::emulate_access(app, &req)?;
     let (filter, before, limit) = observe::listing_params(&req)?;
     let runtimes = app.table.runtimes();
     let jobs = app.table.list(&filter, before, limit);
@@ -245,7 +245,7 @@ fn jobs_section(body: &mut String, jobs: &[JobView]) {
 
 /// `GET /_emulate/view/jobs/:id`.
 pub fn job_page(app: &App, req: Req, job_id: &str) -> Result<Reply, Error> {
-    observe::authorize(app, &req)?;
+    super::emulate_access(app, &req)?;
     let job = app.table.job(&JobId::from_client(job_id))?;
     let id = job.id.to_string();
     let summary = observe::job_summary(&job);

@@ -47,6 +47,17 @@ pub struct TlsInfo {
     pub ca_path: Option<String>,
 }
 
+/// The `/_emulate` routes that read or steer (listings, dashboard, metrics, reset, faults,
+/// runtime-direct jobs): open in permissive mode, like the rest of `/_emulate` (the emulator
+/// listens on 127.0.0.1 by default); in strict mode (tokens configured) they need an
+/// accepted bearer token, like the Contour routes.
+pub fn emulate_access(app: &App, req: &Req) -> Result<(), crate::error::Error> {
+    if app.bearer.is_strict() && !app.bearer.allows(req.header("authorization")) {
+        return Err(crate::error::Error::InvalidToken);
+    }
+    Ok(())
+}
+
 /// `from + wait`, saturating: a configured wait too large for an `Instant` means "a year".
 pub fn deadline(from: Instant, wait: Duration) -> Instant {
     from.checked_add(wait)

@@ -21,18 +21,9 @@ const MAX_LIMIT: usize = 1000;
 /// beyond `--poll-wait`.
 pub const STALE_GRACE_MS: u64 = 5_000;
 
-/// In strict mode (tokens configured) the listings need an accepted bearer token, like the
-/// Contour routes; in permissive mode they are open, like the rest of `/_emulate`.
-pub fn authorize(app: &App, req: &Req) -> Result<(), Error> {
-    if app.bearer.is_strict() && !app.bearer.allows(req.header("authorization")) {
-        return Err(Error::InvalidToken);
-    }
-    Ok(())
-}
-
 /// `GET /_emulate/runtimes`.
 pub fn runtimes(app: &App, req: Req) -> Result<Reply, Error> {
-    authorize(app, &req)?;
+    super::emulate_access(app, &req)?;
     let now = now_millis();
     let list: Vec<Value> = app
         .table
@@ -45,7 +36,7 @@ pub fn runtimes(app: &App, req: Req) -> Result<Reply, Error> {
 
 /// `GET /_emulate/jobs?runtime=&app=&branch=&status=&source=&query_type=&limit=&before=`.
 pub fn jobs(app: &App, req: Req) -> Result<Reply, Error> {
-    authorize(app, &req)?;
+    super::emulate_access(app, &req)?;
     let (filter, before, limit) = listing_params(&req)?;
     let page = app.table.list(&filter, before, limit);
     let jobs: Vec<Value> = page.jobs.iter().map(job_summary).collect();
@@ -57,7 +48,7 @@ pub fn jobs(app: &App, req: Req) -> Result<Reply, Error> {
 
 /// `GET /_emulate/jobs/:id`: the whole record, result bytes included.
 pub fn job(app: &App, req: Req, job_id: &str) -> Result<Reply, Error> {
-    authorize(app, &req)?;
+    super::emulate_access(app, &req)?;
     let job = app.table.job(&JobId::from_client(job_id))?;
     Ok(Reply::json(200, &json!({ "job": job_record(&job) })))
 }

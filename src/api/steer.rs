@@ -1,10 +1,9 @@
 //! Steering the emulator from a test: reset to the seed, runtime-direct jobs over HTTP,
 //! fault rules.
 //!
-//! Write routes: open in permissive mode (the emulator listens on 127.0.0.1 by default),
-//! an accepted bearer token in strict mode.
+//! Open in permissive mode, a bearer token in strict mode (`super::emulate_access`).
 
-use super::{contour, observe, wire, App};
+use super::{contour, wire, App};
 use crate::error::Error;
 use crate::http::{Reply, Req};
 use crate::jobs::faults::FaultRule;
@@ -15,7 +14,7 @@ use serde_json::{json, Value};
 /// `{"queryType", "query"}`: a `runtime-direct` job straight onto that runtime, no
 /// deployed-app resolution. Answers like the async submit; with `?wait` like a sync execute.
 pub fn direct(app: &App, req: Req, runtime_id: &str) -> Result<Reply, Error> {
-    observe::authorize(app, &req)?;
+    super::emulate_access(app, &req)?;
     let body = wire::DirectBody::parse(&req.body)?;
     let request = EnqueueRequest {
         target: Target::Runtime(runtime_id.to_string()),
@@ -35,7 +34,7 @@ pub fn direct(app: &App, req: Req, runtime_id: &str) -> Result<Reply, Error> {
 /// `POST /_emulate/reset`: back to the start-up state (see `JobTable::reset_to_seed`);
 /// request counters restart too. Answers what was dropped.
 pub fn reset(app: &App, req: Req) -> Result<Reply, Error> {
-    observe::authorize(app, &req)?;
+    super::emulate_access(app, &req)?;
     let counts = app.table.reset_to_seed();
     app.metrics.reset();
     log::info!("reset to the seed state: {counts:?}");
@@ -53,14 +52,14 @@ pub fn reset(app: &App, req: Req) -> Result<Reply, Error> {
 
 /// `GET /_emulate/faults`.
 pub fn get_faults(app: &App, req: Req) -> Result<Reply, Error> {
-    observe::authorize(app, &req)?;
+    super::emulate_access(app, &req)?;
     Ok(Reply::json(200, &faults_json(&app.table.faults())))
 }
 
 /// `PUT /_emulate/faults` with `{"faults": [rule, ...]}`: replaces the rules; a bad rule is
 /// a 400 naming its field, and the rules in force stay.
 pub fn put_faults(app: &App, req: Req) -> Result<Reply, Error> {
-    observe::authorize(app, &req)?;
+    super::emulate_access(app, &req)?;
     let body: Value = serde_json::from_slice(&req.body)
         .map_err(|e| Error::InvalidRequest(format!("The body is not JSON: {e}.")))?;
     let rules = FaultRule::parse_list(&body).map_err(Error::InvalidRequest)?;
@@ -70,7 +69,7 @@ pub fn put_faults(app: &App, req: Req) -> Result<Reply, Error> {
 
 /// `DELETE /_emulate/faults`.
 pub fn delete_faults(app: &App, req: Req) -> Result<Reply, Error> {
-    observe::authorize(app, &req)?;
+    super::emulate_access(app, &req)?;
     app.table.set_faults(Vec::new());
     Ok(Reply::json(200, &faults_json(&[])))
 }

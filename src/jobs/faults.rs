@@ -89,9 +89,11 @@ impl FaultRule {
             },
             Some(v) => match millis(v) {
                 Some(ms) => Some((ms, ms)),
-                None => return Err(format!(
+                None => {
+                    return Err(format!(
                     "{what}.delay_ms must be a non-negative number of milliseconds or [min, max]."
-                )),
+                ))
+                }
             },
         };
         let max_jobs = match map.get("max_jobs") {
