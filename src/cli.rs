@@ -16,9 +16,16 @@ use crate::runtimes::builtin::{Builtin, ExecSpec};
 /// Emulates Palantir Foundry compute-module job execution (Contour API and runtime API).
 #[derive(FromArgs, Debug)]
 pub struct Args {
+    /// print the version and exit
+    #[argh(switch)]
+    version: bool,
     #[argh(subcommand)]
     command: Option<Command>,
 }
+
+/// This build's version (Cargo's), the one source for `--version`, the start-up log and
+/// `GET /_emulate/info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
@@ -160,6 +167,10 @@ impl std::error::Error for CliError {}
 
 /// Runs one subcommand; a bare invocation serves with defaults.
 pub fn run(args: Args) -> Result<ExitCode, CliError> {
+    if args.version {
+        println!("foundry-emulator {VERSION}");
+        return Ok(ExitCode::SUCCESS);
+    }
     match args.command {
         None => serve(ServeArgs::from_args(&["serve"], &[]).map_err(|e| CliError(e.output))?),
         Some(Command::Serve(serve_args)) => serve(serve_args),
@@ -285,7 +296,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         println!("foundry-emulator tls listening on {url}");
     }
     log::info!(
-        "serving on {} ({} bearer tokens)",
+        "foundry-emulator {VERSION} serving on {} ({} bearer tokens)",
         running.base_url(),
         if strict {
             "only configured"
@@ -324,8 +335,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         .any(|rt| &*rt.id == DEFAULT_ECHO_RUNTIME)
     {
         log::info!(
-            "try it: curl -s -X POST {}/contour-backend-multiplexer/api/module-group-multiplexer/compute-modules/jobs/execute \\\n  -H 'Authorization: Bearer any' -H 'Content-Type: application/json' \\\n  -d '{{\"deployedAppRid\":\"{DEFAULT_ECHO_RID}\",\"queryType\":\"echo\",\"query\":{{\"hello\":\"world\"}}}}'",
-            running.base_url()
+            "try it: curl -s -X POST {}/contour-backend-multiplexer/api/module-group-multiplexer/compute-modules/jobs/execute \\\n  -H 'Authorization: Bearer {bearer}' -H 'Content-Type: application/json' \\\n  -d '{{\"deployedAppRid\":\"{DEFAULT_ECHO_RID}\",\"queryType\":\"echo\",\"query\":{{\"hello\":\"world\"}}}}'",
+            running.base_url(),
+            // Strict mode accepts only the configured tokens: the user must put one there.
+            bearer = if strict { "<one of your --token values>" } else { "any" }
         );
     }
     log::info!(

@@ -18,8 +18,10 @@ pub const RUNTIMES: &str = "/_emulate/foundry/compute-modules/runtimes";
 /// What a call can fail with.
 #[derive(Debug)]
 pub enum ClientError {
-    /// No HTTP answer: connection refused, timeout, malformed response.
+    /// No usable HTTP answer (connection refused, malformed response); the whole sentence.
     Transport(String),
+    /// No answer within the client's timeout.
+    TimedOut(Duration),
     /// The server answered with an error status; `body` is the raw error body.
     Api {
         status: u16,
@@ -32,7 +34,10 @@ pub enum ClientError {
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::Transport(why) => write!(f, "cannot reach the emulator: {why}"),
+            ClientError::Transport(why) => f.write_str(why),
+            ClientError::TimedOut(after) => {
+                write!(f, "no answer within {} s", after.as_secs_f64())
+            }
             ClientError::Api {
                 status,
                 code,
@@ -85,6 +90,7 @@ impl JobRequest<'_> {
 /// A client bound to one emulator and one bearer token.
 pub struct Client {
     agent: ureq::Agent,
+    timeout: Duration,
     base_url: String,
     authorization: String,
 }
@@ -99,6 +105,7 @@ impl Client {
             .into();
         Client {
             agent,
+            timeout,
             base_url: base_url.trim_end_matches('/').to_string(),
             authorization: format!("Bearer {token}"),
         }
@@ -160,7 +167,13 @@ impl Client {
 
     /// One request; a 2xx answer gives the body, any other status a [`ClientError::Api`].
     fn send(&self, method: &str, url: &str, body: Option<Vec<u8>>) -> Result<Vec<u8>, ClientError> {
-        let transport = |e: ureq::Error| ClientError::Transport(e.to_string());
+        let transport = |e: ureq::Error| match e {
+            ureq::Error::Timeout(_) => ClientError::TimedOut(self.timeout),
+            e => ClientError::Transport(format!(
+                "cannot reach the emulator at {}: {e}",
+                self.base_url
+            )),
+        };
         let auth = self.authorization.as_str();
         let mut response = match (method, body) {
             ("GET", _) => self.agent.get(url).header("Authorization", auth).call(),

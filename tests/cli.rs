@@ -659,10 +659,63 @@ fn execute_against_nothing_listening_exits_2() {
     ]);
     out.expect_code(2).expect_stdout(b"");
     let err = out.stderr_text();
+    let prefix = format!("foundry-emulator: cannot reach the emulator at {url}: ");
     assert!(
-        err.starts_with("foundry-emulator: ") && err.lines().count() == 1,
-        "{err:?}"
+        err.starts_with(&prefix) && err.lines().count() == 1,
+        "one sentence naming the URL: {err:?}"
     );
+}
+
+#[test]
+fn a_client_side_timeout_exits_4_saying_what_it_waited_for() {
+    let served = Served::start(&[
+        "--exec-runtime",
+        &exec_flag(UNTIL_SERVER_DIES),
+        "--exec-timeout",
+        "10",
+    ]);
+    let out = served.cli(&[
+        "execute",
+        "--rid",
+        EXEC_RID,
+        "--query-type",
+        "x",
+        "--timeout",
+        "1",
+    ]);
+    out.expect_code(4).expect_stdout(b"");
+    assert_eq!(
+        out.stderr_text(),
+        format!(
+            "foundry-emulator: timed out after 1 s waiting for the sync execute of '{EXEC_RID}'\n"
+        )
+    );
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = run(&["--version"]);
+    out.expect_code(0)
+        .expect_stdout(format!("foundry-emulator {}\n", env!("CARGO_PKG_VERSION")).as_bytes());
+    let served = Served::start(&[]);
+    let info = send(&agent(), "GET", &served.url("/_emulate/info"), &[], None).json();
+    assert_eq!(info["version"], json!(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn the_strict_mode_try_it_line_asks_for_a_real_token() {
+    let mut served = Served::start_env(&["--token", "s3cret"], &[("RUST_LOG", "info")]);
+    let log = String::from_utf8_lossy(&served.stop()).into_owned();
+    assert!(
+        log.contains("-H 'Authorization: Bearer <one of your --token values>'"),
+        "{log}"
+    );
+    assert!(!log.contains("Bearer any"), "{log}");
+    assert!(log.contains(&format!(
+        "foundry-emulator {} serving on",
+        env!("CARGO_PKG_VERSION")
+    )));
+    assert!(!log.contains("s3cret"), "the token is never logged");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -492,6 +492,7 @@ pub fn info(app: &super::App) -> Value {
         "public_url": app.public_url,
         "tls_base_url": tls.map(|t| t.base_url.as_str()),
         "ca_path": tls.and_then(|t| t.ca_path.as_deref()),
+        "version": crate::cli::VERSION,
     })
 }
 

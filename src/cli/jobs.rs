@@ -170,7 +170,11 @@ pub fn execute(args: ExecuteArgs) -> Result<ExitCode, CliError> {
         query_type: &args.query_type,
         query: &query,
     };
-    finish(client.execute(&job).map(|bytes| write_stdout(&bytes)))
+    let what = format!("the sync execute of '{}'", args.rid);
+    finish(
+        client.execute(&job).map(|bytes| write_stdout(&bytes)),
+        &what,
+    )
 }
 
 pub fn submit(args: SubmitArgs) -> Result<ExitCode, CliError> {
@@ -182,17 +186,25 @@ pub fn submit(args: SubmitArgs) -> Result<ExitCode, CliError> {
         query_type: &args.query_type,
         query: &query,
     };
-    finish(client.submit(&job).map(|id| println!("{id}")))
+    finish(client.submit(&job).map(|id| println!("{id}")), "the submit")
 }
 
 pub fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
     let client = client(args.emulator, args.token, SHORT_CALL);
-    finish(client.status(&args.job).map(|status| println!("{status}")))
+    let what = format!("job '{}'", args.job);
+    finish(
+        client.status(&args.job).map(|status| println!("{status}")),
+        &what,
+    )
 }
 
 pub fn result(args: ResultArgs) -> Result<ExitCode, CliError> {
     let client = client(args.emulator, args.token, SHORT_CALL);
-    finish(client.result(&args.job).map(|bytes| write_stdout(&bytes)))
+    let what = format!("job '{}'", args.job);
+    finish(
+        client.result(&args.job).map(|bytes| write_stdout(&bytes)),
+        &what,
+    )
 }
 
 pub fn wait(args: WaitArgs) -> Result<ExitCode, CliError> {
@@ -202,7 +214,7 @@ pub fn wait(args: WaitArgs) -> Result<ExitCode, CliError> {
     loop {
         let status = match client.status(&args.job) {
             Ok(status) => status,
-            Err(e) => return finish(Err(e)),
+            Err(e) => return finish(Err(e), &format!("job '{}'", args.job)),
         };
         match status["type"].as_str() {
             Some("succeeded") => {
@@ -255,11 +267,17 @@ fn secs(value: f64) -> Result<Duration, CliError> {
 }
 
 /// Maps an API error to its exit code, printing the error body to stderr.
-fn finish(outcome: Result<(), ClientError>) -> Result<ExitCode, CliError> {
+/// `what` names what was waited for, in a timeout's message.
+fn finish(outcome: Result<(), ClientError>, what: &str) -> Result<ExitCode, CliError> {
     match outcome {
         Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(ClientError::Transport(why)) => {
-            Err(CliError(format!("cannot reach the emulator: {why}")))
+        Err(ClientError::Transport(why)) => Err(CliError(why)),
+        Err(ClientError::TimedOut(after)) => {
+            eprintln!(
+                "foundry-emulator: timed out after {} s waiting for {what}",
+                after.as_secs_f64()
+            );
+            Ok(ExitCode::from(EXIT_TIMEOUT))
         }
         Err(ClientError::Api { status, body, .. }) => {
             let mut stderr = std::io::stderr();
