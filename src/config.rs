@@ -161,7 +161,27 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Keys of `compute_modules` entries we read; others are warned about.
+/// Keys of each seed section the emulator reads; any other key stops start-up (a typo must
+/// not silently lose a setting), except the sections other emulators' seeds carry that this
+/// one does not implement ([`NOT_IMPLEMENTED`]), which are named in a warning.
+const TOP_KEYS: &[&str] = &["foundry", "tokens"];
+const FOUNDRY_KEYS: &[&str] = &["compute_modules", "tokens"];
+const COMPUTE_MODULES_KEYS: &[&str] = &["runtimes", "deployed_apps", "faults"];
+const EXEC_KEYS: &[&str] = &["command", "concurrency", "timeout_secs"];
+/// Sections of the reference emulator's seed (and planned ones) that are accepted and ignored.
+const NOT_IMPLEMENTED: &[&str] = &[
+    "users",
+    "oauth_clients",
+    "groups",
+    "ontologies",
+    "ontology",
+    "connections",
+    "datasets",
+    "sources",
+    "functions",
+    "media_sets",
+    "oauth_client",
+];
 const RUNTIME_KEYS: &[&str] = &[
     "runtime_id",
     "module_auth_token",
@@ -217,6 +237,7 @@ impl Seed {
         let Some(root) = root.as_object() else {
             return fail("", "", "the document must be a JSON object");
         };
+        check_keys(root, "the top level", "", TOP_KEYS)?;
         let mut seed = Seed {
             tokens: string_list(root, "", "tokens")?,
             ..Seed::default()
@@ -229,23 +250,19 @@ impl Seed {
         };
         seed.tokens
             .extend(string_list(foundry, "foundry", "tokens")?);
-        let ignored: Vec<&str> = foundry
-            .keys()
-            .map(String::as_str)
-            .filter(|k| !["compute_modules", "tokens"].contains(k))
-            .collect();
-        if !ignored.is_empty() {
-            log::warn!(
-                "seed: ignoring foundry.{{{}}}: the emulator only uses compute_modules and tokens",
-                ignored.join(", ")
-            );
-        }
+        check_keys(foundry, "foundry", "foundry.", FOUNDRY_KEYS)?;
         let Some(cm) = foundry.get("compute_modules") else {
             return Ok(seed);
         };
         let Some(cm) = cm.as_object() else {
             return fail("foundry.compute_modules", "", "must be an object");
         };
+        check_keys(
+            cm,
+            "foundry.compute_modules",
+            "foundry.compute_modules.",
+            COMPUTE_MODULES_KEYS,
+        )?;
         for (i, entry) in entries(cm, "runtimes")?.iter().enumerate() {
             let at = format!("foundry.compute_modules.runtimes[{i}]");
             let obj = object(entry, &at, RUNTIME_KEYS)?;
@@ -292,6 +309,18 @@ impl Seed {
                 active,
             });
         }
+        for rt in &seed.runtimes {
+            if !seed
+                .deployed_apps
+                .iter()
+                .any(|app| app.runtime_id == rt.runtime_id)
+            {
+                log::warn!(
+                    "seed: runtime '{}' is bound to no deployed app: no Contour job can reach it",
+                    rt.runtime_id
+                );
+            }
+        }
         for (i, entry) in entries(cm, "faults")?.iter().enumerate() {
             let at = format!("foundry.compute_modules.faults[{i}]");
             let rule = crate::jobs::faults::FaultRule::parse(entry, &at)
@@ -324,10 +353,75 @@ fn object<'a>(entry: &'a Value, at: &str, known: &[&str]) -> FieldResult<&'a Map
             "must be an object".to_string(),
         )
     })?;
-    for key in obj.keys().filter(|k| !known.contains(&k.as_str())) {
-        log::warn!("seed: {at}: ignoring unknown field '{key}'");
-    }
+    check_keys(obj, at, &format!("{at}."), known)?;
     Ok(obj)
+}
+
+/// Refuses a key of `section` that is not in `known`, naming the closest known one; keys of
+/// sections this emulator does not implement only warn.
+fn check_keys(
+    section: &Map<String, Value>,
+    at: &str,
+    path: &str,
+    known: &[&str],
+) -> FieldResult<()> {
+    let mut ignored = Vec::new();
+    for key in section.keys().filter(|k| !known.contains(&k.as_str())) {
+        if NOT_IMPLEMENTED.contains(&key.as_str()) {
+            ignored.push(format!("{path}{key}"));
+            continue;
+        }
+        let hint = closest(key, known)
+            .map(|near| format!("; did you mean `{near}`?"))
+            .unwrap_or_else(|| format!(" (known: {})", known.join(", ")));
+        return Err((
+            at.to_string(),
+            key.clone(),
+            format!("is not a known key{hint}"),
+        ));
+    }
+    if !ignored.is_empty() {
+        log::warn!(
+            "seed: ignoring {}: this emulator does not implement them",
+            ignored.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The known key within edit distance 2 of `key` (a typo), if exactly one is nearest.
+fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance (counting a swap of neighbours as one edit, so `brnach` is 1 from
+/// `branch`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// Reads `"builtin": "echo"` or `"exec": {"command": [..], "concurrency": N, "timeout_secs": S}`.
@@ -356,6 +450,7 @@ fn builtin(obj: &Map<String, Value>, at: &str) -> FieldResult<Option<Builtin>> {
         }
     };
     let at_exec = format!("{at}.exec");
+    check_keys(exec, &at_exec, &format!("{at_exec}."), EXEC_KEYS)?;
     let command: Vec<String> = match exec.get("command") {
         Some(Value::Array(items)) if !items.is_empty() => items
             .iter()

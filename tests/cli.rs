@@ -855,6 +855,72 @@ fn bad_seed_exits_2_with_one_line_naming_file_entry_and_field() {
     }
 }
 
+/// Seed typos stop start-up with one sentence naming the file, the entry and the key, and
+/// the near key when there is one; unimplemented sections of other emulators' seeds warn.
+#[test]
+fn seed_typos_stop_start_up_naming_the_key() {
+    let dir = TempDir::new("seed-typos");
+    let cases = [
+        (
+            json!({"foundry": {"compute_modules": {
+                "runtimes": [{"runtime_id": "rt"}],
+                "deployed_apps": [{"deployed_app_rid": "ri.a", "runtime_id": "rt", "brnach": "dev"}],
+            }}}),
+            "entry foundry.compute_modules.deployed_apps[0], field 'brnach': is not a known key; did you mean `branch`?",
+        ),
+        (
+            json!({"tokenz": ["secret"]}),
+            "entry the top level, field 'tokenz': is not a known key; did you mean `tokens`?",
+        ),
+        (
+            json!({"foundry": {"compute_modules": {"runtimes": [{"runtime_id": "rt", "bultin": "echo"}]}}}),
+            "entry foundry.compute_modules.runtimes[0], field 'bultin': is not a known key; did you mean `builtin`?",
+        ),
+        (
+            json!({"foundry": {"compute_modules": {"runtimes": [{"runtime_id": "rt", "exec": {"comand": ["true"]}}]}}}),
+            "entry foundry.compute_modules.runtimes[0].exec, field 'comand': is not a known key; did you mean `command`?",
+        ),
+        (
+            json!({"foundry": {"compute_modles": {}}}),
+            "entry foundry, field 'compute_modles': is not a known key; did you mean `compute_modules`?",
+        ),
+        (
+            json!({"zzz": 1}),
+            "entry the top level, field 'zzz': is not a known key (known: foundry, tokens)",
+        ),
+    ];
+    for (n, (seed, sentence)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("seed-{n}.json"));
+        std::fs::write(&path, seed.to_string()).unwrap();
+        let out = run(&["serve", "--port", "0", "--seed", path.to_str().unwrap()]);
+        out.expect_code(2).expect_stdout(b"");
+        assert_eq!(
+            out.stderr_text(),
+            format!(
+                "foundry-emulator: seed file {}, {sentence}\n",
+                path.display()
+            ),
+            "case {n}"
+        );
+    }
+    // Sections this emulator does not implement, and a runtime bound to nothing: warnings.
+    let path = dir.path().join("seed-warn.json");
+    let seed = json!({"foundry": {"users": [], "ontologies": {}, "compute_modules": {
+        "runtimes": [{"runtime_id": "lonely"}]}}});
+    std::fs::write(&path, seed.to_string()).unwrap();
+    let mut served =
+        Served::start_env(&["--seed", path.to_str().unwrap()], &[("RUST_LOG", "warn")]);
+    let log = String::from_utf8_lossy(&served.stop()).into_owned();
+    assert!(
+        log.contains("seed: ignoring foundry.ontologies, foundry.users: this emulator does not implement them"),
+        "{log}"
+    );
+    assert!(
+        log.contains("seed: runtime 'lonely' is bound to no deployed app"),
+        "{log}"
+    );
+}
+
 #[test]
 fn bad_flags_exit_non_zero_without_serving() {
     let cases: &[&[&str]] = &[
