@@ -263,6 +263,7 @@ impl ServeArgs {
                 command: vec!["sh".into(), "-c".into(), command.to_string()],
                 concurrency: self.exec_concurrency.max(1),
                 timeout: self.exec_timeout,
+                dir: None,
             };
             seed.add_builtin(&format!("exec-{}", n + 1), rid.trim(), Builtin::Exec(spec));
         }

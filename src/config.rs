@@ -226,7 +226,20 @@ impl Seed {
         let text = std::fs::read(path).map_err(|e| err("", "", format!("cannot be read: {e}")))?;
         let root: Value = serde_json::from_slice(&text)
             .map_err(|e| err("", "", format!("is not valid JSON: {e}")))?;
-        Seed::from_json(&root).map_err(|(entry, field, reason)| err(&entry, &field, reason))
+        let mut seed =
+            Seed::from_json(&root).map_err(|(entry, field, reason)| err(&entry, &field, reason))?;
+        // `exec` commands run next to the seed file, so its relative paths mean what they
+        // say wherever the emulator was started.
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(|d| d.canonicalize().unwrap_or_else(|_| d.to_path_buf()));
+        for rt in &mut seed.runtimes {
+            if let Some(Builtin::Exec(spec)) = &mut rt.builtin {
+                spec.dir = dir.clone();
+            }
+        }
+        Ok(seed)
     }
 
     /// Validates a parsed seed document; errors are (entry, field, reason).
@@ -501,6 +514,7 @@ fn builtin(obj: &Map<String, Value>, at: &str) -> FieldResult<Option<Builtin>> {
         command,
         concurrency,
         timeout,
+        dir: None,
     })))
 }
 
@@ -573,6 +587,7 @@ mod tests {
             command: vec!["sh".into(), "h.sh".into()],
             concurrency: 4,
             timeout: Duration::from_millis(1500),
+            dir: None,
         };
         assert_eq!(seed.runtimes[1].builtin, Some(Builtin::Exec(want)));
     }

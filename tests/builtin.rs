@@ -56,6 +56,7 @@ fn exec_spec(concurrency: usize, timeout: Duration) -> Builtin {
         command: handler_command(),
         concurrency,
         timeout,
+        dir: None,
     })
 }
 
@@ -351,6 +352,7 @@ fn exec_failure_without_stderr_is_still_a_clean_sentence() {
         command: vec!["sh".into(), "-c".into(), "exit 3".into()],
         concurrency: 1,
         timeout: Duration::from_secs(10),
+        dir: None,
     });
     let server = server_with(EXEC_RID, silent);
     let description =
@@ -499,6 +501,7 @@ fn exec_command_that_cannot_start_or_dies_by_signal_fails_the_job() {
         command: vec!["/nonexistent/foundry-emulator-handler".to_string()],
         concurrency: 1,
         timeout: Duration::from_secs(10),
+        dir: None,
     });
     let server = server_with(EXEC_RID, missing);
     let description =
@@ -518,6 +521,7 @@ fn exec_command_that_cannot_start_or_dies_by_signal_fails_the_job() {
         ],
         concurrency: 1,
         timeout: Duration::from_secs(10),
+        dir: None,
     });
     let server = server_with(EXEC_RID, killed);
     let description =
@@ -541,9 +545,11 @@ fn seed_file_declares_echo_and_exec_runtimes() {
         })
         .collect();
     let exec = Builtin::Exec(ExecSpec {
-        command: vec!["sh".into(), "fixtures/exec-handler.sh".into()],
+        command: vec!["sh".into(), "exec-handler.sh".into()],
         concurrency: 2,
         timeout: Duration::from_secs(20),
+        // Relative paths in a seed's command resolve next to the seed file.
+        dir: Some(fixture("").canonicalize().unwrap()),
     });
     assert_eq!(
         got,
@@ -552,7 +558,7 @@ fn seed_file_declares_echo_and_exec_runtimes() {
             ("seed-exec", None, Some(&exec)),
         ]
     );
-    // The command path is relative to the working directory, which cargo sets to the crate.
+    // Run from elsewhere, the command still finds its script next to the seed file.
     let server = TestServer::start(|cfg| cfg.seed = seed);
     let app = server.app();
     let echo = "ri.foundry.main.deployed-app.seed-echo";
@@ -608,6 +614,7 @@ fn exec_timeout_holds_even_when_a_background_child_keeps_stdout_open() {
         ],
         concurrency: 1,
         timeout: Duration::from_millis(500),
+        dir: None,
     });
     let server = server_with(EXEC_RID, spec);
     let app = patient_app(&server);
@@ -626,6 +633,7 @@ fn exec_stdout_over_the_limit_fails_the_job_with_a_sentence() {
         ],
         concurrency: 1,
         timeout: Duration::from_secs(20),
+        dir: None,
     });
     let server = server_with(EXEC_RID, spec);
     let app = patient_app(&server);

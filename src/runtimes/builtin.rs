@@ -36,6 +36,9 @@ pub struct ExecSpec {
     pub concurrency: usize,
     /// A job still running after this is killed and fails. Default 30 s.
     pub timeout: Duration,
+    /// Where the command runs (a seed file's directory, so relative paths in a seed resolve
+    /// next to it); `None`: the emulator's working directory.
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// How much of stderr a failure message keeps.
@@ -139,6 +142,9 @@ fn run_exec(spec: &ExecSpec, job: &Dispatched, table: &JobTable) -> Result<Vec<u
         .split_first()
         .ok_or_else(|| "exec runtime has an empty command".to_string())?;
     let mut command = Command::new(program);
+    if let Some(dir) = &spec.dir {
+        command.current_dir(dir);
+    }
     command
         .args(args)
         .env("FOUNDRY_JOB_ID", job.job_id.to_string())
