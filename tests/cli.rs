@@ -1219,3 +1219,87 @@ fn module_against_nothing_listening_exits_2() {
     out.expect_code(2).expect_stdout(b"");
     assert!(out.stderr_text().contains(&url), "{}", out.stderr_text());
 }
+
+/// The README's CI recipe is `fixtures/ci-recipe.sh` verbatim, and it works as pasted.
+#[test]
+fn the_readme_ci_recipe_runs_end_to_end() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let recipe = std::fs::read_to_string(root.join("fixtures/ci-recipe.sh")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("```sh\n{recipe}```")),
+        "README.md's CI section must hold fixtures/ci-recipe.sh verbatim"
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut child = Command::new("bash")
+        .arg(root.join("fixtures/ci-recipe.sh"))
+        .env("EMULATOR", BIN)
+        .env("PORT", &port)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bash runs the recipe");
+    let deadline = Instant::now() + CHILD_DEADLINE;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the recipe did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the recipe failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(r#"the emulator answered: {"ok": true, "greeting": "hello Ada"}"#),
+        "{stdout}"
+    );
+}
+
+/// Every `serve` option in `--help` is in the README's option table, and the table names no
+/// option `serve` does not have.
+#[test]
+fn the_readme_option_table_matches_serve_help() {
+    let help = run(&["serve", "--help"]);
+    help.expect_code(0);
+    let from_help: std::collections::BTreeSet<String> = help
+        .stdout_text()
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("--"))
+        .map(|rest| {
+            let name = rest.split(|c: char| c.is_whitespace() || c == ',').next();
+            format!("--{}", name.unwrap_or(""))
+        })
+        .filter(|flag| flag != "--help")
+        .collect();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let table = readme
+        .split("## Command line")
+        .nth(1)
+        .and_then(|rest| rest.split("### Client subcommands").next())
+        .expect("the Command line section");
+    let from_readme: std::collections::BTreeSet<String> = table
+        .lines()
+        .filter(|line| line.starts_with("| `--"))
+        .flat_map(|line| {
+            let first = line.split('|').nth(1).unwrap_or("");
+            first
+                .split('`')
+                .filter(|part| part.starts_with("--"))
+                .map(|part| part.split_whitespace().next().unwrap_or("").to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        from_readme, from_help,
+        "README option table vs `serve --help`"
+    );
+}
