@@ -1040,19 +1040,18 @@ fn sigterm_to_serve_leaves_no_exec_command_running() {
 // module and module-env
 // ---------------------------------------------------------------------------------------
 
-/// Removes the launcher's token directory (the token file's parent) when dropped.
-struct TokenDir(Option<std::path::PathBuf>);
+/// Removes the launcher's token file when dropped (not its directory: other tests' modules
+/// share it).
+struct TokenDir(std::path::PathBuf);
 
 impl Drop for TokenDir {
     fn drop(&mut self) {
-        if let Some(dir) = self.0.take() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
 fn token_dir(token_file: &str) -> TokenDir {
-    TokenDir(Path::new(token_file).parent().map(Path::to_path_buf))
+    TokenDir(std::path::PathBuf::from(token_file))
 }
 
 #[test]

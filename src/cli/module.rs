@@ -225,7 +225,9 @@ fn write_token_file(runtime_id: &str, token: &str) -> Result<PathBuf, CliError> 
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "user".to_string());
     let dir = std::env::temp_dir().join(format!("foundry-emulator-modules-{user}"));
-    let path = dir.join(format!("{runtime_id}.token"));
+    // The launcher's pid (which the module keeps: `module` execs it) makes the name unique,
+    // so two emulators' modules with the same runtime id never share a token file.
+    let path = dir.join(format!("{runtime_id}-{}.token", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
