@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use table::{
-    Cancel, Dispatched, EnqueueRequest, JobTable, NeverCancel, Taken, Taker, Target, WaitOutcome,
+    Abandon, Dispatched, EnqueueRequest, JobTable, NeverAbandon, Taken, Taker, Target, WaitOutcome,
     Watch,
 };
 

@@ -92,23 +92,23 @@ pub enum WaitOutcome {
 
 /// Lets a waiter's caller end a blocking wait early, e.g. because the HTTP client it waits
 /// for has closed its connection. The table only asks; it knows nothing of connections.
-pub trait Cancel {
-    fn is_cancelled(&self) -> bool;
-    /// Runs `waker` once when cancelled (at once if already cancelled). The waker must not
+pub trait Abandon {
+    fn is_abandoned(&self) -> bool;
+    /// Runs `waker` once when abandoned (at once if already abandoned). The waker must not
     /// block: it takes the table lock briefly.
-    fn on_cancel(&self, waker: Box<dyn FnOnce() + Send>);
+    fn on_abandon(&self, waker: Box<dyn FnOnce() + Send>);
     /// Drops a waker that has not run: the wait is over.
     fn clear(&self);
 }
 
-/// A wait nobody cancels (built-in runtimes, unit tests).
-pub struct NeverCancel;
+/// A wait nobody abandons (built-in runtimes, unit tests).
+pub struct NeverAbandon;
 
-impl Cancel for NeverCancel {
-    fn is_cancelled(&self) -> bool {
+impl Abandon for NeverAbandon {
+    fn is_abandoned(&self) -> bool {
         false
     }
-    fn on_cancel(&self, _waker: Box<dyn FnOnce() + Send>) {}
+    fn on_abandon(&self, _waker: Box<dyn FnOnce() + Send>) {}
     fn clear(&self) {}
 }
 
@@ -469,10 +469,10 @@ impl JobTable {
     /// Waits for the runtime's next job and takes it for `taker`.
     ///
     /// # Blocking
-    /// Blocks on the runtime's channel (and on `cancel`'s wake-up) until an id arrives,
-    /// `cancel` fires, or `deadline` passes; the lock is not held while blocked. Woken by
-    /// `enqueue` and by an undelivered job's requeue (a send), or by `cancel` (the module's
-    /// connection closed). On deadline or cancel: `Ok(None)` (→ 204). A session reset or
+    /// Blocks on the runtime's channel (and on `abandon`'s wake-up) until an id arrives,
+    /// `abandon` fires, or `deadline` passes; the lock is not held while blocked. Woken by
+    /// `enqueue` and by an undelivered job's requeue (a send), or by `abandon` (the module's
+    /// connection closed). On deadline or abandon: `Ok(None)` (→ 204). A session reset or
     /// shutdown drops the channel, which wakes it with `Ok(None)` at once. Ids of jobs no
     /// longer takeable (failed by a reset, completed early, reserved by another poll) are
     /// skipped.
@@ -482,21 +482,21 @@ impl JobTable {
         token: Option<&str>,
         deadline: Instant,
         taker: Taker,
-        cancel: &dyn Cancel,
+        abandon: &dyn Abandon,
     ) -> Result<Option<Dispatched>, Error> {
         let rx = self.lock().poll_receiver(runtime_id, token)?;
         let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
-        // Kept here too, so a `Cancel` that drops its waker cannot disconnect `wake_rx`.
+        // Kept here too, so a `Abandon` that drops its waker cannot disconnect `wake_rx`.
         let _keep = wake_tx.clone();
-        cancel.on_cancel(Box::new(move || {
+        abandon.on_abandon(Box::new(move || {
             let _ = wake_tx.try_send(());
         }));
         let taken = loop {
-            if cancel.is_cancelled() {
+            if abandon.is_abandoned() {
                 break None;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            // `None`: woken by `cancel`, checked at the top of the loop.
+            // `None`: woken by `abandon`, checked at the top of the loop.
             let woke = select! {
                 recv(rx) -> id => Some(id.ok()),
                 recv(wake_rx) -> _ => None,
@@ -512,7 +512,7 @@ impl JobTable {
                 break Some(dispatched);
             }
         };
-        cancel.clear();
+        abandon.clear();
         Ok(taken)
     }
 
@@ -728,20 +728,20 @@ impl JobTable {
     /// it (`watch`), and `finish` leaves the terminal snapshot in it before notifying, so no
     /// end can be missed, not even one followed at once by eviction. Woken by `complete`,
     /// `fail`, `restart`, a session reset (`create_runtime`), the runtime limit (`sweep`) and
-    /// `shutdown`, all through `finish`; and by `cancel` (the caller's client left), whose
+    /// `shutdown`, all through `finish`; and by `abandon` (the caller's client left), whose
     /// waker notifies under the lock so the wake cannot fall between check and wait.
     /// Re-checks after every wake (wakes can be spurious). On deadline: `TimedOut`; on
-    /// cancel: `Abandoned`; in both the job stays. Holds no lock on return.
+    /// abandon: `Abandoned`; in both the job stays. Holds no lock on return.
     pub fn wait_terminal(
         self: &Arc<Self>,
         watch: &Watch,
         deadline: Instant,
-        cancel: &dyn Cancel,
+        abandon: &dyn Abandon,
     ) -> WaitOutcome {
         let waiters = &watch.waiters;
         {
             let (table, waiters) = (self.clone(), waiters.clone());
-            cancel.on_cancel(Box::new(move || {
+            abandon.on_abandon(Box::new(move || {
                 let _locked = table.lock();
                 waiters.wake.notify_all();
             }));
@@ -752,7 +752,7 @@ impl JobTable {
             if let Some(view) = waiters.done.get() {
                 break WaitOutcome::Finished(view.clone());
             }
-            if cancel.is_cancelled() {
+            if abandon.is_abandoned() {
                 break WaitOutcome::Abandoned;
             }
             // No shutdown check: `shutdown` fails every open job, which fills `done`.
@@ -768,7 +768,7 @@ impl JobTable {
         };
         drop(inner);
         // The waker holds an `Arc` of the table; it must not outlive the wait.
-        cancel.clear();
+        abandon.clear();
         outcome
     }
 
@@ -1219,7 +1219,7 @@ mod tests {
                 table.wait_terminal(
                     &watch,
                     Instant::now() + Duration::from_secs(30),
-                    &NeverCancel,
+                    &NeverAbandon,
                 )
             })
         };
@@ -1262,7 +1262,7 @@ mod tests {
             table.job(watch.id()).is_err(),
             "evicted before anyone waited"
         );
-        match Arc::new(table).wait_terminal(&watch, Instant::now(), &NeverCancel) {
+        match Arc::new(table).wait_terminal(&watch, Instant::now(), &NeverAbandon) {
             WaitOutcome::Finished(view) => assert_eq!(view.result.as_deref(), Some(&b"early"[..])),
             other => panic!("unexpected {other:?}"),
         }
@@ -1329,7 +1329,7 @@ mod tests {
                 table.wait_terminal(
                     &watch,
                     Instant::now() + Duration::from_secs(30),
-                    &NeverCancel,
+                    &NeverAbandon,
                 )
             })
         };
