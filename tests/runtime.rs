@@ -671,6 +671,7 @@ fn inspection_shows_the_whole_job_record_and_never_the_token() {
             "result_body_base64": null,
             "result_size": null,
             "result_is_preview": false,
+            "canceled_by": null,
         });
         for (k, v) in extra.as_object().unwrap() {
             want[k] = v.clone();

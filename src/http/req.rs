@@ -42,6 +42,8 @@ pub struct Req {
     pub path: String,
     /// Percent-decoded, non-empty path segments (`/a//b/` gives `["a", "b"]`).
     pub segments: Vec<String>,
+    /// The query string as sent, without the `?` (empty when there is none).
+    pub query: String,
     /// Header names lower-cased, values as sent.
     pub headers: Vec<(String, String)>,
     /// The whole body (the server refuses one over `--max-body` before a handler runs).
@@ -53,9 +55,11 @@ pub struct Req {
 }
 
 impl Req {
-    /// Builds a request from its parts; the URL may carry a query string, which is ignored.
+    /// Builds a request from its parts; the URL may carry a query string.
     pub fn new(method: &str, url: &str, headers: Vec<(String, String)>, body: Vec<u8>) -> Req {
-        let path = url.split(['?', '#']).next().unwrap_or("").to_string();
+        let url = url.split('#').next().unwrap_or("");
+        let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        let (path, query) = (path.to_string(), query.to_string());
         let segments = path
             .split('/')
             .filter(|s| !s.is_empty())
@@ -69,6 +73,7 @@ impl Req {
             method: method.to_ascii_uppercase(),
             path,
             segments,
+            query,
             headers,
             body,
             received_at: Instant::now(),
@@ -89,6 +94,15 @@ impl Req {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The first query parameter of that name, decoded as a form does (`+` is a space).
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |text: &str| percent_decode(&text.replace('+', " "));
+            (decode(key) == name).then(|| decode(value))
+        })
     }
 
     /// Takes the body out of the request without copying it.
@@ -135,6 +149,20 @@ mod tests {
         assert_eq!(req.method, "GET");
         assert_eq!(req.path, "/a//b%2Fc/%zz/");
         assert_eq!(req.segments, vec!["a", "b/c", "%zz"]);
+        assert_eq!(req.query, "x=1");
+    }
+
+    #[test]
+    fn query_params_are_decoded_and_the_first_wins() {
+        let url = "/s?rid=ri.a%2Eb&branch=my+branch&rid=second&flag&e=";
+        let req = Req::new("GET", url, Vec::new(), Vec::new());
+        assert_eq!(req.query_param("rid").as_deref(), Some("ri.a.b"));
+        assert_eq!(req.query_param("branch").as_deref(), Some("my branch"));
+        assert_eq!(req.query_param("flag").as_deref(), Some(""));
+        assert_eq!(req.query_param("e").as_deref(), Some(""));
+        assert_eq!(req.query_param("none"), None);
+        let bare = Req::new("GET", "/s#frag?x=1", Vec::new(), Vec::new());
+        assert_eq!((bare.path.as_str(), bare.query.as_str()), ("/s", ""));
     }
 
     #[test]

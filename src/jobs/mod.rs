@@ -139,6 +139,17 @@ pub struct JobView {
     pub result_preview_of: Option<u64>,
     /// Shared between jobs (interned): a handful of distinct values.
     pub result_content_type: Option<Arc<str>>,
+    /// Set when an application canceled the job (it is then `failed`).
+    pub canceled: Option<Cancellation>,
+}
+
+/// Who canceled a job, and what it was doing then; shown in inspection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancellation {
+    /// What asked for it, as the API names it (the route; never a credential).
+    pub by: &'static str,
+    /// The state the job was in: `Queued` or `Running`.
+    pub was: JobState,
 }
 
 /// How much of a result a job keeps once a sync execute delivered it.

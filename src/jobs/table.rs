@@ -12,11 +12,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::select;
+use serde_json::Value;
 
 use crate::auth::Secret;
 use crate::error::Error;
 use crate::jobs::{
-    now_millis, JobId, JobSource, JobState, JobView, DEFAULT_FAILURE, RESULT_PREVIEW,
+    now_millis, Cancellation, JobId, JobSource, JobState, JobView, DEFAULT_FAILURE, RESULT_PREVIEW,
 };
 use crate::runtimes::{Binding, Registry, Runtime};
 
@@ -55,6 +56,13 @@ pub struct Dispatched {
     pub query_type: Arc<str>,
     pub query: Arc<str>,
     pub auth_header: Option<Arc<str>>,
+}
+
+/// Where a new job goes: its runtime, and the deployed app and branch that led there.
+struct Resolved {
+    runtime_id: Arc<str>,
+    rid: Option<Arc<str>>,
+    branch: Option<Arc<str>>,
 }
 
 /// What a non-blocking poll found.
@@ -174,6 +182,9 @@ pub struct Limits {
     pub job_ttl: Duration,
     /// A running job without a result after this fails.
     pub max_job_runtime: Duration,
+    /// Hand a runtime jobs of query types its posted schemas do not name (by default such a
+    /// job fails at submit, since the TypeScript SDK would never answer it).
+    pub allow_unknown_query_types: bool,
 }
 
 impl Default for Limits {
@@ -184,6 +195,7 @@ impl Default for Limits {
             max_retained_bytes: 64 * 1024 * 1024,
             job_ttl: Duration::from_secs(3600),
             max_job_runtime: Duration::from_secs(15 * 60),
+            allow_unknown_query_types: false,
         }
     }
 }
@@ -364,31 +376,16 @@ impl JobTable {
     ) -> Result<JobId, Error> {
         // Minted before locking: it may refill the id pool (a getrandom call).
         let id = JobId::random();
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         if inner.shutting_down {
             return Err(Error::Overloaded("the emulator is shutting down".into()));
         }
-        let (runtime_id, rid, branch) = match &req.target {
-            Target::App { rid, branch } => {
-                let binding = inner
-                    .registry
-                    .resolve(rid, branch.as_deref())
-                    .ok_or_else(|| {
-                        Error::NotFound(format!(
-                            "No active compute-module runtime is bound to '{rid}'."
-                        ))
-                    })?;
-                (
-                    binding.runtime_id.clone(),
-                    Some(binding.deployed_app_rid.clone()),
-                    Some(binding.branch.clone()),
-                )
-            }
-            Target::Runtime(id) => match inner.registry.runtimes.get_key_value(id.as_str()) {
-                Some((id, _)) => (id.clone(), None, None),
-                None => return Err(Error::runtime_not_found(id)),
-            },
-        };
+        let Resolved {
+            runtime_id,
+            rid,
+            branch,
+        } = inner.resolve_target(&req.target)?;
         let query_bytes = req.query.len() as u64;
         if inner.ledger.open_bytes + query_bytes > self.limits.max_retained_bytes {
             return Err(Error::Overloaded(format!(
@@ -397,23 +394,15 @@ impl JobTable {
                 inner.ledger.open_bytes, self.limits.max_retained_bytes
             )));
         }
-        let runtime = &inner.registry.runtimes[&runtime_id];
-        if runtime.queued >= self.limits.max_queued {
-            return Err(Error::Overloaded(format!(
-                "runtime '{runtime_id}' already has {} queued jobs (--max-queued)",
-                self.limits.max_queued
-            )));
-        }
-        let Some(sender) = runtime.sender() else {
-            return Err(Error::Overloaded("the emulator is shutting down".into()));
+        let runtime = inner.registry.runtime_mut(&runtime_id)?;
+        let unknown = match self.limits.allow_unknown_query_types {
+            true => None,
+            false => runtime.unknown_function(&req.query_type),
         };
-        // The registry holds the receiver, so the channel cannot be disconnected here; and an
-        // unbounded send never blocks, so sending under the lock is allowed.
-        if sender.send(id.clone()).is_err() {
-            return Err(Error::Internal("runtime queue is closed".into()));
-        }
-        if let Some(runtime) = inner.registry.runtimes.get_mut(&runtime_id) {
-            runtime.queued += 1;
+        match unknown {
+            None => runtime.hand_over(&id, self.limits.max_queued)?,
+            // Never handed out; counted in as queued only so that `finish` counts it out.
+            Some(_) => runtime.queued += 1,
         }
         let view = JobView {
             id: id.clone(),
@@ -431,19 +420,75 @@ impl JobTable {
             result: None,
             result_preview_of: None,
             result_content_type: None,
+            canceled: None,
         };
         inner.ledger.open_bytes += query_bytes;
-        let job = Job {
+        let mut job = Box::new(Job {
             view,
             auth_header: req.auth_header.map(Arc::from),
             waker,
             run_deadline: None,
             delivering: false,
-        };
-        inner.jobs.insert(id.clone(), Box::new(job));
+        });
+        if let Some(message) = unknown {
+            // Failed at submit: its waiter (a sync execute) hears it at once.
+            finish(
+                &mut job,
+                JobState::Failed,
+                Some(message),
+                &mut inner.ledger,
+                &mut inner.registry,
+            );
+        }
+        inner.jobs.insert(id.clone(), job);
         // Finished jobs make room for the new query.
         inner.evict(&self.limits, Instant::now());
         Ok(id)
+    }
+
+    /// Cancels an open job for an application: a queued job leaves its runtime's queue (its
+    /// id still in the channel is skipped by `claim`), a running job ends at once; both end
+    /// `failed` with [`canceled_message`], which wakes their waiters, and the runtime's later
+    /// result post gets `conflict`. `by` is recorded for inspection. A finished job is left
+    /// as it is: `conflict`.
+    pub fn cancel(&self, id: &JobId, by: &'static str) -> Result<(), Error> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(job) = inner.jobs.get_mut(id) else {
+            return Err(inner.missing(id));
+        };
+        if job.view.state.is_terminal() {
+            return Err(Error::cancel_conflict(id, job.view.state.as_str()));
+        }
+        job.view.canceled = Some(Cancellation {
+            by,
+            was: job.view.state,
+        });
+        finish(
+            job,
+            JobState::Failed,
+            Some(canceled_message(id)),
+            &mut inner.ledger,
+            &mut inner.registry,
+        );
+        inner.evict(&self.limits, Instant::now());
+        Ok(())
+    }
+
+    /// The schemas posted by the runtime that serves deployed app `rid` (on `branch` when
+    /// given), in the order first posted; empty when none were posted yet.
+    pub fn app_schemas(
+        &self,
+        rid: &str,
+        branch: Option<&str>,
+    ) -> Result<Vec<(String, Value)>, Error> {
+        let inner = self.lock();
+        let binding = inner
+            .registry
+            .resolve(rid, branch)
+            .ok_or_else(|| Error::app_not_bound(rid))?;
+        let runtime = inner.registry.runtimes.get(&binding.runtime_id);
+        Ok(runtime.map(|rt| rt.schemas.clone()).unwrap_or_default())
     }
 
     /// Takes the oldest queued job of the runtime without waiting, for a module's poll (see
@@ -570,7 +615,7 @@ impl JobTable {
             _ => return Err(inner.missing(job_id)),
         };
         if job.view.state.is_terminal() {
-            return Err(Error::Conflict(job_id.clone()));
+            return Err(Error::result_conflict(job_id));
         }
         if too_large {
             // Kept, it would be evicted the same instant and no one could read it: say so
@@ -640,7 +685,7 @@ impl JobTable {
         match inner.jobs.get_mut(job_id) {
             Some(job) if &*job.view.runtime_id == runtime_id => {
                 if job.view.state.is_terminal() {
-                    return Err(Error::Conflict(job_id.clone()));
+                    return Err(Error::result_conflict(job_id));
                 }
                 finish(
                     job,
@@ -827,6 +872,31 @@ impl JobTable {
 }
 
 impl Inner {
+    /// The runtime a new job goes to, with the deployed app and branch it was resolved by.
+    fn resolve_target(&self, target: &Target) -> Result<Resolved, Error> {
+        match target {
+            Target::App { rid, branch } => {
+                let binding = self
+                    .registry
+                    .resolve(rid, branch.as_deref())
+                    .ok_or_else(|| Error::app_not_bound(rid))?;
+                Ok(Resolved {
+                    runtime_id: binding.runtime_id.clone(),
+                    rid: Some(binding.deployed_app_rid.clone()),
+                    branch: Some(binding.branch.clone()),
+                })
+            }
+            Target::Runtime(id) => match self.registry.runtimes.get_key_value(id.as_str()) {
+                Some((id, _)) => Ok(Resolved {
+                    runtime_id: id.clone(),
+                    rid: None,
+                    branch: None,
+                }),
+                None => Err(Error::runtime_not_found(id)),
+            },
+        }
+    }
+
     /// The runtime, if it exists and `token` is its current module auth token.
     fn authorized(&mut self, runtime_id: &str, token: Option<&str>) -> Result<&mut Runtime, Error> {
         let runtime = self
@@ -969,6 +1039,11 @@ impl Inner {
             schemas: rt.schemas.clone(),
         })
     }
+}
+
+/// The failure message of a job an application canceled.
+pub fn canceled_message(id: &JobId) -> String {
+    format!("Compute-module job '{id}' was canceled.")
 }
 
 /// What a finished job costs against `max_retained_bytes`.
@@ -1301,7 +1376,7 @@ mod tests {
         assert_eq!(job.state, JobState::Failed);
         assert!(job.error_message.unwrap().contains("--max-job-runtime"));
         let late = table.complete("rt", Some(&token), &id, Vec::new(), None);
-        assert_eq!(late, Err(Error::Conflict(id)));
+        assert_eq!(late, Err(Error::result_conflict(&id)));
     }
 
     #[test]
@@ -1341,5 +1416,48 @@ mod tests {
             WaitOutcome::Finished(view) => assert_eq!(view.result.as_deref(), Some(&b"done"[..])),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_canceled_queued_job_leaves_the_queue_and_is_never_taken() {
+        let (table, token) = table(Limits::default());
+        let canceled = enqueue(&table).unwrap();
+        let next = enqueue(&table).unwrap();
+        table.cancel(&canceled, "test").unwrap();
+        assert_eq!(table.runtimes()[0].queued, 1);
+        assert_eq!(take(&table, &token).job_id, next, "the stale id is skipped");
+        let job = table.job(&canceled).unwrap();
+        assert_eq!(job.state, JobState::Failed);
+        assert_eq!(job.error_message, Some(canceled_message(&canceled)));
+        let by = job.canceled.unwrap();
+        assert_eq!((by.by, by.was), ("test", JobState::Queued));
+        let again = table.cancel(&canceled, "test").unwrap_err();
+        assert_eq!(again, Error::cancel_conflict(&canceled, "failed"));
+        let late = table.complete("rt", Some(&token), &canceled, Vec::new(), None);
+        assert_eq!(late, Err(Error::result_conflict(&canceled)));
+        assert_eq!(
+            table.lock().ledger.open_bytes,
+            2,
+            "only the running job's query"
+        );
+    }
+
+    #[test]
+    fn an_unknown_function_fails_at_enqueue_once_schemas_are_posted() {
+        let (table, token) = table(Limits::default());
+        let before = enqueue(&table).unwrap();
+        let schema = vec![("other".to_string(), Value::Null)];
+        table.put_schemas("rt", Some(&token), schema).unwrap();
+        let unknown = enqueue(&table).unwrap();
+        let job = table.job(&unknown).unwrap();
+        assert_eq!(job.state, JobState::Failed);
+        let message = job.error_message.unwrap();
+        assert!(
+            message.contains("no function 'q'; its posted schemas name: other."),
+            "{message}"
+        );
+        assert_eq!(table.runtimes()[0].queued, 1, "only the job from before");
+        assert_eq!(take(&table, &token).job_id, before);
+        assert!(table.try_take("rt", Some(&token)).unwrap().job.is_none());
     }
 }
