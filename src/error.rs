@@ -95,6 +95,13 @@ impl Error {
         ))
     }
 
+    /// The 409 of a result posted for a job an application canceled.
+    pub fn result_after_cancel(id: &JobId) -> Error {
+        Error::Conflict(format!(
+            "Compute-module job '{id}' was canceled; its result is not kept."
+        ))
+    }
+
     /// The 409 of a cancel of a job that already finished: nothing changed.
     pub fn cancel_conflict(id: &JobId, state: &str) -> Error {
         Error::Conflict(format!(

@@ -614,6 +614,9 @@ impl JobTable {
             Some(job) if &*job.view.runtime_id == runtime_id => job,
             _ => return Err(inner.missing(job_id)),
         };
+        if job.view.canceled.is_some() {
+            return Err(Error::result_after_cancel(job_id));
+        }
         if job.view.state.is_terminal() {
             return Err(Error::result_conflict(job_id));
         }
@@ -1434,7 +1437,7 @@ mod tests {
         let again = table.cancel(&canceled, "test").unwrap_err();
         assert_eq!(again, Error::cancel_conflict(&canceled, "failed"));
         let late = table.complete("rt", Some(&token), &canceled, Vec::new(), None);
-        assert_eq!(late, Err(Error::result_conflict(&canceled)));
+        assert_eq!(late, Err(Error::result_after_cancel(&canceled)));
         assert_eq!(
             table.lock().ledger.open_bytes,
             2,
