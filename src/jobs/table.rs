@@ -519,8 +519,8 @@ impl JobTable {
     /// `enqueue` and by an undelivered job's requeue (a send), or by `abandon` (the module's
     /// connection closed). On deadline or abandon: `Ok(None)` (→ 204). A session reset or
     /// shutdown drops the channel, which wakes it with `Ok(None)` at once. Ids of jobs no
-    /// longer takeable (failed by a reset, completed early, reserved by another poll) are
-    /// skipped.
+    /// longer takeable (failed by a reset, canceled, completed early, reserved by another
+    /// poll) are skipped.
     pub fn next_job(
         &self,
         runtime_id: &str,
@@ -565,7 +565,7 @@ impl JobTable {
     /// (`false`: the module's connection was gone, the write failed, or it was `HEAD`).
     /// Undelivered, the job goes back from `running` to `queued`, at the head of its
     /// runtime's queue for the next poll. A job that ended meanwhile (an early result, a
-    /// reset, a restart) is left as it is.
+    /// cancel, a reset, a restart) is left as it is.
     pub fn delivered(&self, id: &JobId, ok: bool) {
         let mut guard = self.lock();
         let inner = &mut *guard;
@@ -775,9 +775,10 @@ impl JobTable {
     /// waiters of that job. The watch was registered with the job (`enqueue_watched`) or on
     /// it (`watch`), and `finish` leaves the terminal snapshot in it before notifying, so no
     /// end can be missed, not even one followed at once by eviction. Woken by `complete`,
-    /// `fail`, `restart`, a session reset (`create_runtime`), the runtime limit (`sweep`) and
-    /// `shutdown`, all through `finish`; and by `abandon` (the caller's client left), whose
-    /// waker notifies under the lock so the wake cannot fall between check and wait.
+    /// `fail`, `cancel`, `restart`, a session reset (`create_runtime`), the runtime limit
+    /// (`sweep`) and `shutdown`, all through `finish`; and by `abandon` (the caller's client
+    /// left), whose waker notifies under the lock so the wake cannot fall between check and
+    /// wait.
     /// Re-checks after every wake (wakes can be spurious). On deadline: `TimedOut`; on
     /// abandon: `Abandoned`; in both the job stays. Holds no lock on return.
     pub fn wait_terminal(
