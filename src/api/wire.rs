@@ -405,9 +405,9 @@ fn schema_entry(item: Value) -> Result<(String, Value), Error> {
 }
 
 /// `GET /schemas`: one `{"functionName", "inputs", "output"}` per posted function, in the
-/// order first posted. The SDKs post that shape (plus fields of their own, dropped here);
-/// from a schema of another format only the name is known: `inputs` is then `[]` and
-/// `output` `null` (inspection shows every schema as posted).
+/// order first posted. The SDKs post that shape (plus fields of their own, dropped here).
+/// A schema of another format gives its `inputs` and `output` when it has them, else `[]`
+/// and `null`: only its name is known (inspection shows every schema as posted).
 pub fn function_schemas(schemas: &[(String, Value)]) -> Vec<Value> {
     schemas
         .iter()
