@@ -117,6 +117,10 @@ pub struct ServeArgs {
     /// seconds a running job may wait for its result before it fails (default 900)
     #[argh(option, default = "Duration::from_secs(900)", from_str_fn(parse_secs))]
     max_job_runtime: Duration,
+    /// hand runtimes jobs of query types their posted schemas do not name (by default such a
+    /// job fails at submit, naming the known functions)
+    #[argh(switch)]
+    allow_unknown_query_types: bool,
     /// bind a built-in echo runtime to this deployed app RID (branch master); repeatable
     #[argh(option)]
     echo_runtime: Vec<String>,
@@ -234,6 +238,7 @@ impl ServeArgs {
             max_retained_bytes: self.max_retained_bytes,
             job_ttl: self.job_ttl,
             max_job_runtime: self.max_job_runtime,
+            allow_unknown_query_types: self.allow_unknown_query_types,
             io_timeout: self.io_timeout,
             shutdown_grace: self.shutdown_grace,
             tls,

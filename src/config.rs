@@ -45,6 +45,9 @@ pub struct Config {
     pub job_ttl: Duration,
     /// A running job with no result after this fails, so no client polls forever. Default 15 min.
     pub max_job_runtime: Duration,
+    /// Hand a runtime jobs of query types its posted schemas do not name; by default such a
+    /// job fails at submit, naming the known functions. Default false.
+    pub allow_unknown_query_types: bool,
     /// Deadline for reading one whole request (from its first byte) and for writing one
     /// answer; a slower client has its connection closed. Default 60 s.
     pub io_timeout: Duration,
@@ -91,6 +94,7 @@ impl Default for Config {
             max_retained_bytes: 64 * 1024 * 1024,
             job_ttl: Duration::from_secs(3600),
             max_job_runtime: Duration::from_secs(15 * 60),
+            allow_unknown_query_types: false,
             io_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
             tls: None,

@@ -57,6 +57,7 @@ impl Emulator {
             max_retained_bytes: config.max_retained_bytes,
             job_ttl: config.job_ttl,
             max_job_runtime: config.max_job_runtime,
+            allow_unknown_query_types: config.allow_unknown_query_types,
         }));
         let builtins = seed(&table, &config);
         table.mark_seeded();

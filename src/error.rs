@@ -23,8 +23,9 @@ pub enum Error {
     MethodNotAllowed(&'static [&'static str]),
     /// `result/v2` asked before the job succeeded.
     JobNotReady(JobId),
-    /// A second result posted for a job that is already terminal.
-    Conflict(JobId),
+    /// A second result posted for a job that is already terminal, or a cancel of a finished
+    /// job; carries the sentence.
+    Conflict(String),
     /// A body too large to keep (a result past `--max-retained-bytes`); carries the sentence.
     /// (Bodies past `--max-body` are refused by the HTTP layer before any handler.)
     PayloadTooLarge(String),
@@ -87,6 +88,34 @@ impl Error {
         Error::NotFound(format!("Compute-module job '{id}' was not found."))
     }
 
+    /// The 409 of a result posted for a job that is already terminal.
+    pub fn result_conflict(id: &JobId) -> Error {
+        Error::Conflict(format!(
+            "Compute-module job '{id}' already finished; the first result is kept."
+        ))
+    }
+
+    /// The 409 of a result posted for a job an application canceled.
+    pub fn result_after_cancel(id: &JobId) -> Error {
+        Error::Conflict(format!(
+            "Compute-module job '{id}' was canceled; its result is not kept."
+        ))
+    }
+
+    /// The 409 of a cancel of a job that already finished: nothing changed.
+    pub fn cancel_conflict(id: &JobId, state: &str) -> Error {
+        Error::Conflict(format!(
+            "Compute-module job '{id}' already finished as {state}; canceling it changes nothing."
+        ))
+    }
+
+    /// The 404 of a deployed app no active binding serves.
+    pub fn app_not_bound(rid: &str) -> Error {
+        Error::NotFound(format!(
+            "No active compute-module runtime is bound to '{rid}'."
+        ))
+    }
+
     /// Shorthand for the 404 of an unknown runtime.
     pub fn runtime_not_found(id: &str) -> Error {
         Error::NotFound(format!("Compute-module runtime '{id}' was not found."))
@@ -113,10 +142,7 @@ impl fmt::Display for Error {
                     "Compute-module job '{id}' has not completed successfully."
                 )
             }
-            Error::Conflict(id) => write!(
-                f,
-                "Compute-module job '{id}' already finished; the first result is kept."
-            ),
+            Error::Conflict(why) => f.write_str(why),
             Error::PayloadTooLarge(why) => f.write_str(why),
             Error::JobFailed(message) => f.write_str(message),
             Error::Overloaded(what) => {

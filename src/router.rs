@@ -4,6 +4,7 @@
 //! `HEAD` is allowed wherever `GET` is and runs the `GET` handler; the connection layer sends
 //! the answer's head only (RFC 9110 §9.3.2).
 
+use crate::api::contour::CancelRoute;
 use crate::api::names::{check_job_id, check_runtime_id};
 use crate::api::{contour, dashboard, metrics, observe, runtime, steer, App};
 use crate::error::Error;
@@ -20,13 +21,20 @@ const GET: &[&str] = &["GET", "HEAD"];
 const POST: &[&str] = &["POST"];
 const PUT: &[&str] = &["PUT"];
 const FAULTS: &[&str] = &["GET", "HEAD", "PUT", "DELETE"];
+const DELETE: &[&str] = &["DELETE"];
 
 /// A matched route with its path parameters.
 enum Route<'a> {
     Execute,
     Submit,
     Status(&'a str),
+    StatusV2,
     Result,
+    ResultGet(&'a str),
+    Cancel(&'a str),
+    CancelByBody,
+    SoftCancel(&'a str),
+    AppSchemas,
     CreateRuntime,
     Poll(&'a str),
     Schemas(&'a str),
@@ -51,9 +59,16 @@ fn match_path<'a>(segments: &'a [&'a str]) -> Option<(&'static [&'static str], R
     if let Some(rest) = segments.strip_prefix(&CONTOUR[..]) {
         return match rest {
             ["compute-modules", "jobs", "execute"] => Some((POST, Route::Execute)),
+            ["deployed-apps", "jobs", "execute"] => Some((POST, Route::Execute)),
             ["deployed-apps", "jobs"] => Some((POST, Route::Submit)),
+            ["jobs"] => Some((DELETE, Route::CancelByBody)),
             ["jobs", "result", "v2"] => Some((PUT, Route::Result)),
+            ["jobs", "status", "v2"] => Some((PUT, Route::StatusV2)),
+            ["jobs", id] => Some((DELETE, Route::Cancel(id))),
             ["jobs", id, "status"] => Some((GET, Route::Status(id))),
+            ["jobs", id, "result"] => Some((GET, Route::ResultGet(id))),
+            ["jobs", id, "soft-cancel"] => Some((PUT, Route::SoftCancel(id))),
+            ["schemas"] => Some((GET, Route::AppSchemas)),
             _ => None,
         };
     }
@@ -94,7 +109,12 @@ impl Route<'_> {
             Route::PostResult(rt, job) | Route::Inspect(rt, job) => {
                 check_runtime_id(rt).and_then(|()| check_job_id(job))
             }
-            Route::Status(job) | Route::Job(job) | Route::JobPage(job) => check_job_id(job),
+            Route::Status(job)
+            | Route::Job(job)
+            | Route::JobPage(job)
+            | Route::ResultGet(job)
+            | Route::Cancel(job)
+            | Route::SoftCancel(job) => check_job_id(job),
             _ => Ok(()),
         }
     }
@@ -105,6 +125,11 @@ impl Route<'_> {
             Route::Execute => "execute",
             Route::Submit => "submit",
             Route::Status(_) => "status",
+            Route::StatusV2 => "status_v2",
+            Route::ResultGet(_) => "result_get",
+            Route::Cancel(_) | Route::CancelByBody => "cancel",
+            Route::SoftCancel(_) => "soft_cancel",
+            Route::AppSchemas => "app_schemas",
             Route::Result => "result",
             Route::CreateRuntime => "create_runtime",
             Route::Poll(_) => "poll",
@@ -157,7 +182,13 @@ fn dispatch(app: &App, req: Req) -> (&'static str, Reply) {
         Route::Poll(rt) => runtime::poll(app, req, rt),
         Route::Submit => contour::submit(app, req),
         Route::Status(id) => contour::status(app, req, id),
+        Route::StatusV2 => contour::status_v2(app, req),
         Route::Result => contour::result(app, req),
+        Route::ResultGet(id) => contour::result_get(app, req, id),
+        Route::Cancel(id) => contour::cancel(app, req, Some(id), CancelRoute::ById),
+        Route::CancelByBody => contour::cancel(app, req, None, CancelRoute::ByBody),
+        Route::SoftCancel(id) => contour::cancel(app, req, Some(id), CancelRoute::Soft),
+        Route::AppSchemas => contour::schemas(app, req),
         Route::CreateRuntime => runtime::create(app, req),
         Route::Schemas(rt) => runtime::schemas(app, req, rt),
         Route::PostResult(rt, job) => runtime::result(app, req, rt, job),

@@ -294,7 +294,7 @@ fn shutdown_answers_parked_polls_and_blocked_executes() {
 #[test]
 fn a_poll_reaching_the_table_after_shutdown_returns_at_once() {
     use foundry_emulator::jobs::table::{Limits, SessionSpec};
-    use foundry_emulator::jobs::{JobTable, NeverCancel, Taker};
+    use foundry_emulator::jobs::{JobTable, NeverAbandon, Taker};
     use std::sync::Arc;
     use std::time::Instant;
 
@@ -313,7 +313,7 @@ fn a_poll_reaching_the_table_after_shutdown_returns_at_once() {
             Some(&token),
             Instant::now() + Duration::from_secs(60),
             Taker::Module,
-            &NeverCancel,
+            &NeverAbandon,
         );
         let _ = tx.send(got.map(|job| job.is_some()));
     });

@@ -672,6 +672,7 @@ fn inspection_shows_the_whole_job_record_and_never_the_token() {
             "result_size": null,
             "result_is_preview": false,
             "fault": null,
+            "canceled_by": null,
         });
         for (k, v) in extra.as_object().unwrap() {
             want[k] = v.clone();

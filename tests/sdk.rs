@@ -50,7 +50,13 @@ fn repo() -> PathBuf {
 /// An emulator with the server's default long poll (10 s), so an idle module is measured
 /// against polls held open the way users run it, and a generous execute timeout.
 fn sdk_server() -> TestServer {
+    sdk_server_with(|_| {})
+}
+
+/// [`sdk_server`], after `configure` had its say.
+fn sdk_server_with(configure: impl FnOnce(&mut Config)) -> TestServer {
     TestServer::start(|cfg| {
+        configure(cfg);
         cfg.poll_wait = Config::default().poll_wait;
         cfg.execute_timeout = EXECUTE_TIMEOUT;
         #[cfg(feature = "tls")]
@@ -283,6 +289,21 @@ fn inspect(server: &TestServer, runtime_id: &str, job_id: &str) -> Value {
     resp.json()
 }
 
+/// The schemas inspection lists, in its order, as (function name, schema).
+#[cfg(feature = "tls")] // only the Python test uses it, and the Python SDK needs TLS
+fn posted_schemas(server: &TestServer, runtime_id: &str, job_id: &str) -> Vec<(String, Value)> {
+    let inspection = inspect(server, runtime_id, job_id);
+    inspection["schemas"]
+        .as_array()
+        .expect("a schema list")
+        .iter()
+        .map(|entry| {
+            let name = entry["function_name"].as_str().expect("function_name");
+            (name.to_string(), entry["schema"].clone())
+        })
+        .collect()
+}
+
 /// Waits until inspection lists a schema for every name; returns name → schema.
 fn wait_schemas(
     server: &TestServer,
@@ -319,6 +340,48 @@ fn wait_schemas(
         );
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits until `GET .../schemas` lists `count` functions for the app; returns the list.
+fn wait_app_schemas(app: &App, rid: &str, count: usize) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let resp = app.schemas(rid, Some("master"));
+        resp.expect_status(200);
+        let listed = resp.json().as_array().cloned().expect("a JSON list");
+        if listed.len() >= count {
+            assert_eq!(listed.len(), count, "exactly {count} schemas: {listed:?}");
+            return listed;
+        }
+        assert!(
+            started.elapsed() < STATE_TIMEOUT,
+            "{count} schemas not listed after {STATE_TIMEOUT:?}: {listed:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `GET .../schemas` shows each posted schema as `{"functionName", "inputs", "output"}`, in
+/// the order inspection lists them (the order first posted).
+#[cfg(feature = "tls")] // only the Python test uses it, and the Python SDK needs TLS
+fn assert_app_schemas(app: &App, rid: &str, posted: &[(String, Value)]) {
+    let want: Vec<Value> = posted
+        .iter()
+        .map(|(name, schema)| {
+            json!({"functionName": name, "inputs": schema["inputs"], "output": schema["output"]})
+        })
+        .collect();
+    let resp = app.schemas(rid, Some("master"));
+    resp.expect_status(200);
+    assert_json(&resp.json(), &json!(want), "GET /schemas");
+}
+
+/// The failure of a job whose query type the module's schemas do not name.
+fn unknown_function(runtime: &str, query_type: &str, names: &str) -> String {
+    format!(
+        "Compute-module runtime '{runtime}' has no function '{query_type}'; its posted schemas \
+         name: {names}. (Serve with --allow-unknown-query-types to hand it such jobs anyway.)"
+    )
 }
 
 /// The schema both SDKs post for `add(x: int, y: int) -> int` (Python adds
@@ -541,6 +604,20 @@ fn python_sdk_module_end_to_end() {
     for (name, schema) in &schemas {
         assert_eq!(schema["functionName"], json!(name), "{schema}");
     }
+    // The same schemas through the Contour route, in the SDK's shape without its own fields.
+    let posted = posted_schemas(&server, &module.runtime_id, &add_job);
+    assert_app_schemas(&app, RID, &posted);
+    let listed = app.schemas(RID, Some("master")).json();
+    let add = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["functionName"] == "add");
+    assert_json(
+        add.unwrap(),
+        &add_schema(),
+        "Python add through GET /schemas",
+    );
 
     assert_idle_cpu(&mut module);
 }
@@ -601,6 +678,55 @@ fn typescript_sdk_module_end_to_end() {
         "output": {"type": "single", "single": {"dataType": string}},
     });
     assert_json(&schemas["echo"], &want_echo, "TypeScript echo schema");
+    let listed = wait_app_schemas(&app, RID, 2);
+    assert_json(
+        &json!(listed),
+        &json!([want_echo, add_schema()]),
+        "TypeScript schemas through GET /schemas",
+    );
+
+    // A query type the module does not define: the SDK would never answer it, so the job
+    // fails at submit (without the rule, this execute would wait out its 60 s and get 504).
+    let message = unknown_function(&module.runtime_id, "nope", "echo, add");
+    let resp = app.execute(&exec_body(RID, "nope", json!({})));
+    assert_error(&resp, 500, "job_failed", &message);
+    let id = app.submit_id(RID, "nope", json!({}));
+    let failed = json!({"type": "failed", "failed": {"message": message}});
+    assert_json(&app.status_json(&id), &failed, "unknown function, async");
+    module.assert_running("after the unknown functions");
 
     assert_idle_cpu(&mut module);
+}
+
+/// With `--allow-unknown-query-types`, a TypeScript SDK module receives a job its schemas do
+/// not name (and, as the SDK does, never answers it: the application cancels it).
+#[test]
+fn typescript_sdk_receives_unknown_functions_with_the_flag() {
+    const RID: &str = "ri.foundry.main.deployed-app.sdk-typescript-unknown";
+    require(
+        &repo().join("fixtures/ts/node_modules/@palantir/compute-module/package.json"),
+        "the npm SDK",
+    );
+    let server = sdk_server_with(|cfg| cfg.allow_unknown_query_types = true);
+    let app = sdk_app(&server);
+    let mut module = Module::launch(
+        &server,
+        "typescript-unknown",
+        RID,
+        1,
+        &["node", "fixtures/ts/app.js"],
+    );
+    module.wait_connected(&server);
+    wait_app_schemas(&app, RID, 2);
+    let id = app.submit_id(RID, "nope", json!({}));
+    // The module's long poll takes it: it is running, and nothing is left queued.
+    server.wait_state(&id, foundry_emulator::JobState::Running);
+    assert_eq!(server.queued(&module.runtime_id), 0);
+    assert_no_content(&app.cancel(&id));
+    let canceled = format!("Compute-module job '{id}' was canceled.");
+    let failed = json!({"type": "failed", "failed": {"message": canceled}});
+    assert_json(&app.status_json(&id), &failed, "canceled unknown function");
+    // Known functions still work on the same module.
+    execute_exact(&app, RID, "add", r#"{"x": 1, "y": 2}"#, b"3");
+    module.assert_running("after the unknown function");
 }

@@ -6,6 +6,9 @@ mod util;
 // Contour API: execute, submit, status, result/v2, bearer policy, deployed-app resolution.
 mod contour;
 
+// The rest of the job service: cancel, status/v2, GET result, schemas, unknown functions.
+mod job_service;
+
 // Runtime API: sessions and resets, polls, results, restart, schemas, inspection.
 mod runtime;
 

@@ -377,6 +377,7 @@ impl TestServer {
 
     fn urls(&self) -> Urls {
         Urls {
+            contour: self.contour_url(""),
             execute: self.execute_url(),
             submit: self.submit_url(),
             status_prefix: self.contour_url("/jobs/"),
@@ -498,6 +499,8 @@ impl Drop for TestServer {
 
 #[derive(Clone)]
 struct Urls {
+    /// `<base><CONTOUR>`, for the routes without a helper of their own.
+    contour: String,
     execute: String,
     submit: String,
     status_prefix: String,
@@ -574,6 +577,61 @@ impl App {
     pub fn result_by_id(&self, job_id: &str) -> Resp {
         self.result(&json!({"id": job_id}))
     }
+
+    /// Any Contour route (`path` after the prefix) with the bearer token; a body is sent as
+    /// `application/json`.
+    pub fn contour(&self, method: &str, path: &str, body: Option<&[u8]>) -> Resp {
+        let mut headers = Vec::new();
+        if let Some(auth) = &self.authorization {
+            headers.push(("Authorization", auth.as_str()));
+        }
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        let url = format!("{}{path}", self.server.contour);
+        send(&self.agent, method, &url, &headers, body)
+    }
+
+    /// `DELETE .../jobs/:jobId`.
+    pub fn cancel(&self, job_id: &str) -> Resp {
+        self.contour("DELETE", &format!("/jobs/{job_id}"), None)
+    }
+
+    /// `DELETE .../jobs` with this body (the job object, or `{"jobHandle"}`).
+    pub fn cancel_with(&self, body: &Value) -> Resp {
+        self.contour("DELETE", "/jobs", Some(&serde_json::to_vec(body).unwrap()))
+    }
+
+    /// `PUT .../jobs/:jobId/soft-cancel`.
+    pub fn soft_cancel(&self, job_id: &str) -> Resp {
+        self.contour("PUT", &format!("/jobs/{job_id}/soft-cancel"), None)
+    }
+
+    /// `PUT .../jobs/status/v2` with this body.
+    pub fn status_v2(&self, body: &Value) -> Resp {
+        let body = serde_json::to_vec(body).unwrap();
+        self.contour("PUT", "/jobs/status/v2", Some(&body))
+    }
+
+    /// `GET .../jobs/:jobId/result`.
+    pub fn result_get(&self, job_id: &str) -> Resp {
+        self.contour("GET", &format!("/jobs/{job_id}/result"), None)
+    }
+
+    /// `GET .../schemas?rid=<rid>&branch=<branch>` (no branch parameter when `None`).
+    pub fn schemas(&self, rid: &str, branch: Option<&str>) -> Resp {
+        let query = match branch {
+            Some(branch) => format!("?rid={rid}&branch={branch}"),
+            None => format!("?rid={rid}"),
+        };
+        self.contour("GET", &format!("/schemas{query}"), None)
+    }
+}
+
+/// Asserts a 204 with an empty body (a cancel's answer).
+pub fn assert_no_content(resp: &Resp) {
+    resp.expect_status(204);
+    assert!(resp.body.is_empty(), "204 has no body: {}", resp.text());
 }
 
 /// One runtime session, speaking the runtime API with its `Module-Auth-Token`.

@@ -1,4 +1,5 @@
-//! The Contour API, the application side: execute, submit, status, result.
+//! The Contour API, the application side: execute, submit, status, result, cancel and the
+//! deployed app's function schemas.
 
 use std::time::Instant;
 
@@ -98,15 +99,33 @@ pub fn submit(app: &App, req: Req) -> Result<Reply, Error> {
 /// `GET .../jobs/:jobId/status`.
 pub fn status(app: &App, req: Req, job_id: &str) -> Result<Reply, Error> {
     authorize(app, &req)?;
-    let id = JobId::from_client(job_id);
-    let job = app.table.job(&id)?;
+    status_of(app, &JobId::from_client(job_id))
+}
+
+/// `PUT .../jobs/status/v2`: the status of the job the body names.
+pub fn status_v2(app: &App, req: Req) -> Result<Reply, Error> {
+    authorize(app, &req)?;
+    status_of(app, &wire::named_job_id(&req.body)?)
+}
+
+fn status_of(app: &App, id: &JobId) -> Result<Reply, Error> {
+    let job = app.table.job(id)?;
     Ok(Reply::json(200, &wire::status(&job)))
 }
 
-/// `PUT .../jobs/result/v2`: the raw result of a succeeded job.
+/// `PUT .../jobs/result/v2`: the raw result of the succeeded job the body names.
 pub fn result(app: &App, req: Req) -> Result<Reply, Error> {
     authorize(app, &req)?;
-    let id = wire::result_request_job_id(&req.body)?;
+    result_of(app, wire::named_job_id(&req.body)?)
+}
+
+/// `GET .../jobs/:jobId/result`: the same bytes and errors as `result/v2`.
+pub fn result_get(app: &App, req: Req, job_id: &str) -> Result<Reply, Error> {
+    authorize(app, &req)?;
+    result_of(app, JobId::from_client(job_id))
+}
+
+fn result_of(app: &App, id: JobId) -> Result<Reply, Error> {
     let job = app.table.job(&id)?;
     if job.result_preview_of.is_some() {
         return Err(Error::NotFound(format!(
@@ -118,4 +137,56 @@ pub fn result(app: &App, req: Req) -> Result<Reply, Error> {
         (JobState::Succeeded, Some(bytes)) => Ok(Reply::octets(bytes)),
         _ => Err(Error::JobNotReady(id)),
     }
+}
+
+/// How a cancel was asked for; inspection shows it as the job's `canceled_by.route`.
+#[derive(Debug, Clone, Copy)]
+pub enum CancelRoute {
+    /// `DELETE .../jobs/:jobId`.
+    ById,
+    /// `DELETE .../jobs` with the job object or a `jobHandle` as its body.
+    ByBody,
+    /// `PUT .../jobs/:jobId/soft-cancel`: the emulator's modules have no soft-cancel
+    /// endpoint to call, so it ends the job like the others.
+    Soft,
+}
+
+impl CancelRoute {
+    fn name(self) -> &'static str {
+        match self {
+            CancelRoute::ById => "DELETE /jobs/{jobId}",
+            CancelRoute::ByBody => "DELETE /jobs",
+            CancelRoute::Soft => "PUT /jobs/{jobId}/soft-cancel",
+        }
+    }
+}
+
+/// The cancel routes: the job ends `failed` at once (204), unless it had already finished.
+/// `job_id` is the path's; `None` reads the job from the body.
+pub fn cancel(app: &App, req: Req, job_id: Option<&str>, how: CancelRoute) -> Result<Reply, Error> {
+    authorize(app, &req)?;
+    let id = match job_id {
+        Some(id) => JobId::from_client(id),
+        None => wire::named_job_id(&req.body)?,
+    };
+    app.table.cancel(&id, how.name())?;
+    log::debug!("job {id} canceled ({})", how.name());
+    Ok(Reply::empty(204))
+}
+
+/// `GET .../schemas?rid=<deployedAppRid>&branch=<b>`: the function schemas the app's runtime
+/// posted (`[]` before it posted any); an empty or absent branch means any.
+pub fn schemas(app: &App, req: Req) -> Result<Reply, Error> {
+    authorize(app, &req)?;
+    let rid = req
+        .param("rid")
+        .map(|rid| rid.trim().to_string())
+        .filter(|rid| !rid.is_empty())
+        .ok_or_else(|| {
+            Error::InvalidRequest("Query parameter 'rid' is required and must not be blank.".into())
+        })?;
+    let branch = req.param("branch");
+    let branch = branch.map(str::trim).filter(|b| !b.is_empty());
+    let schemas = app.table.app_schemas(&rid, branch)?;
+    Ok(Reply::json(200, &wire::function_schemas(&schemas)))
 }

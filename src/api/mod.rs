@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::auth::BearerPolicy;
 use crate::http::{ClientGone, Handler, Permits, Reply, Req};
-use crate::jobs::{Cancel, JobTable};
+use crate::jobs::{Abandon, JobTable};
 
 /// Everything a handler may use.
 pub struct App {
@@ -71,12 +71,12 @@ impl Handler for App {
     }
 }
 
-/// A client that leaves ends the wait it was in (the job table only sees a `Cancel`).
-impl Cancel for ClientGone {
-    fn is_cancelled(&self) -> bool {
+/// A client that leaves ends the wait it was in (the job table only sees an `Abandon`).
+impl Abandon for ClientGone {
+    fn is_abandoned(&self) -> bool {
         self.is_gone()
     }
-    fn on_cancel(&self, waker: Box<dyn FnOnce() + Send>) {
+    fn on_abandon(&self, waker: Box<dyn FnOnce() + Send>) {
         self.on_gone(waker)
     }
     fn clear(&self) {

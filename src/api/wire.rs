@@ -112,8 +112,9 @@ impl DirectBody {
     }
 }
 
-/// The job id named by a `result/v2` body: `id`, else the id inside `jobHandle`.
-pub fn result_request_job_id(body: &[u8]) -> Result<JobId, Error> {
+/// The job a body names (`result/v2`, `status/v2`, `DELETE /jobs`): `id`, else the id inside
+/// `jobHandle`. The job object a submit answers has both, so it names its job too.
+pub fn named_job_id(body: &[u8]) -> Result<JobId, Error> {
     let fields = Fields::parse(body)?;
     if let Some(id) = fields.opt_str("id")? {
         return Ok(JobId::from_client(&id));
@@ -423,6 +424,24 @@ fn schema_entry(item: Value) -> Result<(String, Value), Error> {
     Ok((name, schema))
 }
 
+/// `GET /schemas`: one `{"functionName", "inputs", "output"}` per posted function, in the
+/// order first posted. The SDKs post that shape (plus fields of their own, dropped here).
+/// A schema of another format gives its `inputs` and `output` when it has them, else `[]`
+/// and `null`: only its name is known (inspection shows every schema as posted).
+pub fn function_schemas(schemas: &[(String, Value)]) -> Vec<Value> {
+    schemas
+        .iter()
+        .map(|(name, schema)| {
+            let inputs = schema.get("inputs").filter(|i| i.is_array());
+            json!({
+                "functionName": name,
+                "inputs": inputs.cloned().unwrap_or_else(|| json!([])),
+                "output": schema.get("output").cloned().unwrap_or(Value::Null),
+            })
+        })
+        .collect()
+}
+
 /// The inspection route's body. Never includes a token.
 pub fn inspection(runtime: &RuntimeView, job: &JobView) -> Value {
     json!({
@@ -481,6 +500,11 @@ pub(crate) fn job_json(job: &JobView) -> Value {
         "result_size": job.result_preview_of.or(job.result.as_ref().map(|r| r.len() as u64)),
         "result_is_preview": job.result_preview_of.is_some(),
         "fault": job.fault.as_deref(),
+        "canceled_by": job.canceled.map(|c| json!({
+            "route": c.by,
+            "user_id": EMULATOR_USER_ID,
+            "was": c.was.as_str(),
+        })),
     })
 }
 
@@ -580,13 +604,10 @@ mod tests {
     fn job_handle_round_trips() {
         let id = JobId::from_client("foundry_job_abc");
         let body = json!({"jobHandle": job_handle(&id)}).to_string();
-        assert_eq!(result_request_job_id(body.as_bytes()).unwrap(), id);
+        assert_eq!(named_job_id(body.as_bytes()).unwrap(), id);
         let both = json!({"id": "x", "jobHandle": job_handle(&id)}).to_string();
-        assert_eq!(
-            result_request_job_id(both.as_bytes()).unwrap().to_string(),
-            "x"
-        );
-        assert!(result_request_job_id(br#"{"jobHandle":"nope"}"#).is_err());
-        assert!(result_request_job_id(br#"{}"#).is_err());
+        assert_eq!(named_job_id(both.as_bytes()).unwrap().to_string(), "x");
+        assert!(named_job_id(br#"{"jobHandle":"nope"}"#).is_err());
+        assert!(named_job_id(br#"{}"#).is_err());
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use table::{
-    Cancel, Dispatched, EnqueueRequest, JobTable, NeverCancel, Taken, Taker, Target, WaitOutcome,
+    Abandon, Dispatched, EnqueueRequest, JobTable, NeverAbandon, Taken, Taker, Target, WaitOutcome,
     Watch,
 };
 
@@ -144,6 +144,17 @@ pub struct JobView {
     pub result_content_type: Option<Arc<str>>,
     /// Which fault rule hit this job and what it did, if one did.
     pub fault: Option<Arc<str>>,
+    /// Set when an application canceled the job (it is then `failed`).
+    pub canceled: Option<Cancellation>,
+}
+
+/// Who canceled a job, and what it was doing then; shown in inspection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancellation {
+    /// What asked for it, as the API names it (the route; never a credential).
+    pub by: &'static str,
+    /// The state the job was in: `Queued` or `Running`.
+    pub was: JobState,
 }
 
 /// How much of a result a job keeps once a sync execute delivered it.

@@ -11,13 +11,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Sender};
+use crossbeam_channel::select;
+use serde_json::Value;
 
 use crate::auth::Secret;
 use crate::error::Error;
 use crate::jobs::faults::{Effect, FaultRule, Faults};
 use crate::jobs::{
-    now_millis, JobId, JobSource, JobState, JobView, DEFAULT_FAILURE, RESULT_PREVIEW,
+    now_millis, Cancellation, JobId, JobSource, JobState, JobView, DEFAULT_FAILURE, RESULT_PREVIEW,
 };
 use crate::runtimes::{Binding, Registry, Runtime};
 
@@ -58,6 +59,13 @@ pub struct Dispatched {
     pub auth_header: Option<Arc<str>>,
 }
 
+/// Where a new job goes: its runtime, and the deployed app and branch that led there.
+struct Resolved {
+    runtime_id: Arc<str>,
+    rid: Option<Arc<str>>,
+    branch: Option<Arc<str>>,
+}
+
 /// What a non-blocking poll found.
 #[derive(Debug)]
 pub struct Taken {
@@ -93,23 +101,23 @@ pub enum WaitOutcome {
 
 /// Lets a waiter's caller end a blocking wait early, e.g. because the HTTP client it waits
 /// for has closed its connection. The table only asks; it knows nothing of connections.
-pub trait Cancel {
-    fn is_cancelled(&self) -> bool;
-    /// Runs `waker` once when cancelled (at once if already cancelled). The waker must not
+pub trait Abandon {
+    fn is_abandoned(&self) -> bool;
+    /// Runs `waker` once when abandoned (at once if already abandoned). The waker must not
     /// block: it takes the table lock briefly.
-    fn on_cancel(&self, waker: Box<dyn FnOnce() + Send>);
+    fn on_abandon(&self, waker: Box<dyn FnOnce() + Send>);
     /// Drops a waker that has not run: the wait is over.
     fn clear(&self);
 }
 
-/// A wait nobody cancels (built-in runtimes, unit tests).
-pub struct NeverCancel;
+/// A wait nobody abandons (built-in runtimes, unit tests).
+pub struct NeverAbandon;
 
-impl Cancel for NeverCancel {
-    fn is_cancelled(&self) -> bool {
+impl Abandon for NeverAbandon {
+    fn is_abandoned(&self) -> bool {
         false
     }
-    fn on_cancel(&self, _waker: Box<dyn FnOnce() + Send>) {}
+    fn on_abandon(&self, _waker: Box<dyn FnOnce() + Send>) {}
     fn clear(&self) {}
 }
 
@@ -237,6 +245,9 @@ pub struct Limits {
     pub job_ttl: Duration,
     /// A running job without a result after this fails.
     pub max_job_runtime: Duration,
+    /// Hand a runtime jobs of query types its posted schemas do not name (by default such a
+    /// job fails at submit, since the TypeScript SDK would never answer it).
+    pub allow_unknown_query_types: bool,
 }
 
 impl Default for Limits {
@@ -247,6 +258,7 @@ impl Default for Limits {
             max_retained_bytes: 64 * 1024 * 1024,
             job_ttl: Duration::from_secs(3600),
             max_job_runtime: Duration::from_secs(15 * 60),
+            allow_unknown_query_types: false,
         }
     }
 }
@@ -466,31 +478,16 @@ impl JobTable {
     ) -> Result<JobId, Error> {
         // Minted before locking: it may refill the id pool (a getrandom call).
         let id = JobId::random();
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         if inner.shutting_down {
             return Err(Error::Overloaded("the emulator is shutting down".into()));
         }
-        let (runtime_id, rid, branch) = match &req.target {
-            Target::App { rid, branch } => {
-                let binding = inner
-                    .registry
-                    .resolve(rid, branch.as_deref())
-                    .ok_or_else(|| {
-                        Error::NotFound(format!(
-                            "No active compute-module runtime is bound to '{rid}'."
-                        ))
-                    })?;
-                (
-                    binding.runtime_id.clone(),
-                    Some(binding.deployed_app_rid.clone()),
-                    Some(binding.branch.clone()),
-                )
-            }
-            Target::Runtime(id) => match inner.registry.runtimes.get_key_value(id.as_str()) {
-                Some((id, _)) => (id.clone(), None, None),
-                None => return Err(Error::runtime_not_found(id)),
-            },
-        };
+        let Resolved {
+            runtime_id,
+            rid,
+            branch,
+        } = inner.resolve_target(&req.target)?;
         let query_bytes = req.query.len() as u64;
         if inner.ledger.open_bytes + query_bytes > self.limits.max_retained_bytes {
             return Err(Error::Overloaded(format!(
@@ -499,19 +496,17 @@ impl JobTable {
                 inner.ledger.open_bytes, self.limits.max_retained_bytes
             )));
         }
-        let runtime = &inner.registry.runtimes[&runtime_id];
-        if runtime.queued >= self.limits.max_queued {
-            return Err(Error::Overloaded(format!(
-                "runtime '{runtime_id}' already has {} queued jobs (--max-queued)",
-                self.limits.max_queued
-            )));
-        }
-        let Some(sender) = runtime.sender().cloned() else {
-            return Err(Error::Overloaded("the emulator is shutting down".into()));
+        let unknown = match self.limits.allow_unknown_query_types {
+            true => None,
+            false => inner
+                .registry
+                .runtime_mut(&runtime_id)?
+                .unknown_function(&req.query_type),
         };
-        // Faults apply to jobs of a deployed app (a runtime-direct job names no app).
-        let effect = match (&rid, &branch) {
-            (Some(rid), Some(branch)) => inner.faults.decide(rid, branch, &req.query_type),
+        // Faults apply to jobs of a deployed app (a runtime-direct job names no app) that
+        // its runtime can run at all.
+        let effect = match (&unknown, &rid, &branch) {
+            (None, Some(rid), Some(branch)) => inner.faults.decide(rid, branch, &req.query_type),
             _ => Effect::None,
         };
         if effect != Effect::None {
@@ -520,8 +515,14 @@ impl JobTable {
         if let Effect::Reject(why) = &effect {
             return Err(Error::Overloaded(why.clone()));
         }
-        if let Some(runtime) = inner.registry.runtimes.get_mut(&runtime_id) {
-            runtime.queued += 1;
+        let runtime = inner.registry.runtime_mut(&runtime_id)?;
+        match (&unknown, &effect) {
+            (None, Effect::None) => runtime.hand_over(&id, self.limits.max_queued)?,
+            // Failed at submit: never handed out; counted in as queued only so that
+            // `finish` counts it out.
+            (Some(_), _) => runtime.queued += 1,
+            // Dropped, delayed or failed by a fault rule: held as queued, not sent now.
+            (None, _) => runtime.hold(self.limits.max_queued)?,
         }
         inner.last_seq += 1;
         let seq = inner.last_seq;
@@ -550,24 +551,35 @@ impl JobTable {
             result_preview_of: None,
             result_content_type: None,
             fault: None,
+            canceled: None,
         };
         inner.ledger.open_bytes += query_bytes;
-        let job = Job {
+        let mut job = Box::new(Job {
             view,
             auth_header: req.auth_header.map(Arc::from),
             waker,
             run_deadline: None,
             delivering: false,
-        };
-        inner.jobs.insert(id.clone(), Box::new(job));
-        self.apply(&mut inner, &id, effect, &sender);
+        });
+        if let Some(message) = unknown {
+            // Failed at submit: its waiter (a sync execute) hears it at once.
+            finish(
+                &mut job,
+                JobState::Failed,
+                Some(message),
+                &mut inner.ledger,
+                &mut inner.registry,
+            );
+        }
+        inner.jobs.insert(id.clone(), job);
+        self.apply(inner, &id, effect);
         // Finished jobs make room for the new query.
         inner.evict(&self.limits, Instant::now());
         Ok(id)
     }
 
     /// Hands a new job to its runtime, or does what a fault rule decided instead.
-    fn apply(&self, inner: &mut Inner, id: &JobId, effect: Effect, sender: &Sender<JobId>) {
+    fn apply(&self, inner: &mut Inner, id: &JobId, effect: Effect) {
         let note = match &effect {
             Effect::None | Effect::Reject(_) => None,
             Effect::Fail { rule, .. } => Some(rule.clone()),
@@ -577,11 +589,8 @@ impl JobTable {
             job.view.fault = note.map(Arc::from);
         }
         match effect {
-            // The registry holds the receiver, so the channel cannot be disconnected here;
-            // an unbounded send never blocks, so sending under the lock is allowed.
-            Effect::None | Effect::Reject(_) => {
-                let _ = sender.send(id.clone());
-            }
+            // Already handed over (`Runtime::hand_over`).
+            Effect::None | Effect::Reject(_) => {}
             Effect::Fail { message, .. } => {
                 if let Some(job) = inner.jobs.get_mut(id) {
                     finish(
@@ -658,6 +667,51 @@ impl JobTable {
         inner.faults.replace(rules);
     }
 
+    /// Cancels an open job for an application: a queued job leaves its runtime's queue (its
+    /// id still in the channel is skipped by `claim`), a running job ends at once; both end
+    /// `failed` with [`canceled_message`], which wakes their waiters, and the runtime's later
+    /// result post gets `conflict`. `by` is recorded for inspection. A finished job is left
+    /// as it is: `conflict`.
+    pub fn cancel(&self, id: &JobId, by: &'static str) -> Result<(), Error> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(job) = inner.jobs.get_mut(id) else {
+            return Err(inner.missing(id));
+        };
+        if job.view.state.is_terminal() {
+            return Err(Error::cancel_conflict(id, job.view.state.as_str()));
+        }
+        job.view.canceled = Some(Cancellation {
+            by,
+            was: job.view.state,
+        });
+        finish(
+            job,
+            JobState::Failed,
+            Some(canceled_message(id)),
+            &mut inner.ledger,
+            &mut inner.registry,
+        );
+        inner.evict(&self.limits, Instant::now());
+        Ok(())
+    }
+
+    /// The schemas posted by the runtime that serves deployed app `rid` (on `branch` when
+    /// given), in the order first posted; empty when none were posted yet.
+    pub fn app_schemas(
+        &self,
+        rid: &str,
+        branch: Option<&str>,
+    ) -> Result<Arc<Vec<(String, Value)>>, Error> {
+        let inner = self.lock();
+        let binding = inner
+            .registry
+            .resolve(rid, branch)
+            .ok_or_else(|| Error::app_not_bound(rid))?;
+        let runtime = inner.registry.runtimes.get(&binding.runtime_id);
+        Ok(runtime.map(|rt| rt.schemas.clone()).unwrap_or_default())
+    }
+
     /// Takes the oldest queued job of the runtime without waiting, for a module's poll (see
     /// [`Taker::Module`]). Also records the poll (`connected`, `last_poll_at`).
     pub fn try_take(&self, runtime_id: &str, token: Option<&str>) -> Result<Taken, Error> {
@@ -681,20 +735,20 @@ impl JobTable {
     /// Waits for the runtime's next job and takes it for `taker`.
     ///
     /// # Blocking
-    /// Blocks on the runtime's channel (and on `cancel`'s wake-up) until an id arrives,
-    /// `cancel` fires, or `deadline` passes; the lock is not held while blocked. Woken by
-    /// `enqueue` and by an undelivered job's requeue (a send), or by `cancel` (the module's
-    /// connection closed). On deadline or cancel: `Ok(None)` (→ 204). A session reset or
+    /// Blocks on the runtime's channel (and on `abandon`'s wake-up) until an id arrives,
+    /// `abandon` fires, or `deadline` passes; the lock is not held while blocked. Woken by
+    /// `enqueue` and by an undelivered job's requeue (a send), or by `abandon` (the module's
+    /// connection closed). On deadline or abandon: `Ok(None)` (→ 204). A session reset or
     /// shutdown drops the channel, which wakes it with `Ok(None)` at once. Ids of jobs no
-    /// longer takeable (failed by a reset, completed early, reserved by another poll) are
-    /// skipped.
+    /// longer takeable (failed by a reset, canceled, completed early, reserved by another
+    /// poll) are skipped.
     pub fn next_job(
         &self,
         runtime_id: &str,
         token: Option<&str>,
         deadline: Instant,
         taker: Taker,
-        cancel: &dyn Cancel,
+        abandon: &dyn Abandon,
     ) -> Result<Option<Dispatched>, Error> {
         let (rx, session) = {
             let mut inner = self.lock();
@@ -702,17 +756,17 @@ impl JobTable {
             (rx, inner.begin_poll(runtime_id))
         };
         let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
-        // Kept here too, so a `Cancel` that drops its waker cannot disconnect `wake_rx`.
+        // Kept here too, so a `Abandon` that drops its waker cannot disconnect `wake_rx`.
         let _keep = wake_tx.clone();
-        cancel.on_cancel(Box::new(move || {
+        abandon.on_abandon(Box::new(move || {
             let _ = wake_tx.try_send(());
         }));
         let taken = loop {
-            if cancel.is_cancelled() {
+            if abandon.is_abandoned() {
                 break None;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            // `None`: woken by `cancel`, checked at the top of the loop.
+            // `None`: woken by `abandon`, checked at the top of the loop.
             let woke = select! {
                 recv(rx) -> id => Some(id.ok()),
                 recv(wake_rx) -> _ => None,
@@ -733,7 +787,7 @@ impl JobTable {
         if taken.is_none() {
             self.lock().end_poll(runtime_id, session);
         }
-        cancel.clear();
+        abandon.clear();
         Ok(taken)
     }
 
@@ -741,7 +795,7 @@ impl JobTable {
     /// (`false`: the module's connection was gone, the write failed, or it was `HEAD`).
     /// Undelivered, the job goes back from `running` to `queued`, at the head of its
     /// runtime's queue for the next poll. A job that ended meanwhile (an early result, a
-    /// reset, a restart) is left as it is.
+    /// cancel, a reset, a restart) is left as it is.
     pub fn delivered(&self, id: &JobId, ok: bool) {
         let mut guard = self.lock();
         let inner = &mut *guard;
@@ -791,8 +845,11 @@ impl JobTable {
             Some(job) if &*job.view.runtime_id == runtime_id => job,
             _ => return Err(inner.missing(job_id)),
         };
+        if job.view.canceled.is_some() {
+            return Err(Error::result_after_cancel(job_id));
+        }
         if job.view.state.is_terminal() {
-            return Err(Error::Conflict(job_id.clone()));
+            return Err(Error::result_conflict(job_id));
         }
         if too_large {
             // Kept, it would be evicted the same instant and no one could read it: say so
@@ -862,7 +919,7 @@ impl JobTable {
         match inner.jobs.get_mut(job_id) {
             Some(job) if &*job.view.runtime_id == runtime_id => {
                 if job.view.state.is_terminal() {
-                    return Err(Error::Conflict(job_id.clone()));
+                    return Err(Error::result_conflict(job_id));
                 }
                 finish(
                     job,
@@ -949,21 +1006,22 @@ impl JobTable {
     /// waiters of that job. The watch was registered with the job (`enqueue_watched`) or on
     /// it (`watch`), and `finish` leaves the terminal snapshot in it before notifying, so no
     /// end can be missed, not even one followed at once by eviction. Woken by `complete`,
-    /// `fail`, `restart`, a session reset (`create_runtime`), the runtime limit (`sweep`) and
-    /// `shutdown`, all through `finish`; and by `cancel` (the caller's client left), whose
-    /// waker notifies under the lock so the wake cannot fall between check and wait.
+    /// `fail`, `cancel`, `restart`, a session reset (`create_runtime`), the runtime limit
+    /// (`sweep`) and `shutdown`, all through `finish`; and by `abandon` (the caller's client
+    /// left), whose waker notifies under the lock so the wake cannot fall between check and
+    /// wait.
     /// Re-checks after every wake (wakes can be spurious). On deadline: `TimedOut`; on
-    /// cancel: `Abandoned`; in both the job stays. Holds no lock on return.
+    /// abandon: `Abandoned`; in both the job stays. Holds no lock on return.
     pub fn wait_terminal(
         self: &Arc<Self>,
         watch: &Watch,
         deadline: Instant,
-        cancel: &dyn Cancel,
+        abandon: &dyn Abandon,
     ) -> WaitOutcome {
         let waiters = &watch.waiters;
         {
             let (table, waiters) = (self.clone(), waiters.clone());
-            cancel.on_cancel(Box::new(move || {
+            abandon.on_abandon(Box::new(move || {
                 let _locked = table.lock();
                 waiters.wake.notify_all();
             }));
@@ -974,7 +1032,7 @@ impl JobTable {
             if let Some(view) = waiters.done.get() {
                 break WaitOutcome::Finished(view.clone());
             }
-            if cancel.is_cancelled() {
+            if abandon.is_abandoned() {
                 break WaitOutcome::Abandoned;
             }
             // No shutdown check: `shutdown` fails every open job, which fills `done`.
@@ -990,7 +1048,7 @@ impl JobTable {
         };
         drop(inner);
         // The waker holds an `Arc` of the table; it must not outlive the wait.
-        cancel.clear();
+        abandon.clear();
         outcome
     }
 
@@ -1176,6 +1234,31 @@ impl JobTable {
 }
 
 impl Inner {
+    /// The runtime a new job goes to, with the deployed app and branch it was resolved by.
+    fn resolve_target(&self, target: &Target) -> Result<Resolved, Error> {
+        match target {
+            Target::App { rid, branch } => {
+                let binding = self
+                    .registry
+                    .resolve(rid, branch.as_deref())
+                    .ok_or_else(|| Error::app_not_bound(rid))?;
+                Ok(Resolved {
+                    runtime_id: binding.runtime_id.clone(),
+                    rid: Some(binding.deployed_app_rid.clone()),
+                    branch: Some(binding.branch.clone()),
+                })
+            }
+            Target::Runtime(id) => match self.registry.runtimes.get_key_value(id.as_str()) {
+                Some((id, _)) => Ok(Resolved {
+                    runtime_id: id.clone(),
+                    rid: None,
+                    branch: None,
+                }),
+                None => Err(Error::runtime_not_found(id)),
+            },
+        }
+    }
+
     /// The runtime, if it exists and `token` is its current module auth token.
     fn authorized(&mut self, runtime_id: &str, token: Option<&str>) -> Result<&mut Runtime, Error> {
         let runtime = self
@@ -1364,6 +1447,11 @@ impl Inner {
             schemas: rt.schemas.clone(),
         })
     }
+}
+
+/// The failure message of a job an application canceled.
+pub fn canceled_message(id: &JobId) -> String {
+    format!("Compute-module job '{id}' was canceled.")
 }
 
 /// What a finished job costs against `max_retained_bytes`.
@@ -1625,7 +1713,7 @@ mod tests {
                 table.wait_terminal(
                     &watch,
                     Instant::now() + Duration::from_secs(30),
-                    &NeverCancel,
+                    &NeverAbandon,
                 )
             })
         };
@@ -1668,7 +1756,7 @@ mod tests {
             table.job(watch.id()).is_err(),
             "evicted before anyone waited"
         );
-        match Arc::new(table).wait_terminal(&watch, Instant::now(), &NeverCancel) {
+        match Arc::new(table).wait_terminal(&watch, Instant::now(), &NeverAbandon) {
             WaitOutcome::Finished(view) => assert_eq!(view.result.as_deref(), Some(&b"early"[..])),
             other => panic!("unexpected {other:?}"),
         }
@@ -1707,7 +1795,7 @@ mod tests {
         assert_eq!(job.state, JobState::Failed);
         assert!(job.error_message.unwrap().contains("--max-job-runtime"));
         let late = table.complete("rt", Some(&token), &id, Vec::new(), None);
-        assert_eq!(late, Err(Error::Conflict(id)));
+        assert_eq!(late, Err(Error::result_conflict(&id)));
     }
 
     #[test]
@@ -1735,7 +1823,7 @@ mod tests {
                 table.wait_terminal(
                     &watch,
                     Instant::now() + Duration::from_secs(30),
-                    &NeverCancel,
+                    &NeverAbandon,
                 )
             })
         };
@@ -1747,5 +1835,48 @@ mod tests {
             WaitOutcome::Finished(view) => assert_eq!(view.result.as_deref(), Some(&b"done"[..])),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_canceled_queued_job_leaves_the_queue_and_is_never_taken() {
+        let (table, token) = table(Limits::default());
+        let canceled = enqueue(&table).unwrap();
+        let next = enqueue(&table).unwrap();
+        table.cancel(&canceled, "test").unwrap();
+        assert_eq!(table.runtimes()[0].queued, 1);
+        assert_eq!(take(&table, &token).job_id, next, "the stale id is skipped");
+        let job = table.job(&canceled).unwrap();
+        assert_eq!(job.state, JobState::Failed);
+        assert_eq!(job.error_message, Some(canceled_message(&canceled)));
+        let by = job.canceled.unwrap();
+        assert_eq!((by.by, by.was), ("test", JobState::Queued));
+        let again = table.cancel(&canceled, "test").unwrap_err();
+        assert_eq!(again, Error::cancel_conflict(&canceled, "failed"));
+        let late = table.complete("rt", Some(&token), &canceled, Vec::new(), None);
+        assert_eq!(late, Err(Error::result_after_cancel(&canceled)));
+        assert_eq!(
+            table.lock().ledger.open_bytes,
+            2,
+            "only the running job's query"
+        );
+    }
+
+    #[test]
+    fn an_unknown_function_fails_at_enqueue_once_schemas_are_posted() {
+        let (table, token) = table(Limits::default());
+        let before = enqueue(&table).unwrap();
+        let schema = vec![("other".to_string(), Value::Null)];
+        table.put_schemas("rt", Some(&token), schema).unwrap();
+        let unknown = enqueue(&table).unwrap();
+        let job = table.job(&unknown).unwrap();
+        assert_eq!(job.state, JobState::Failed);
+        let message = job.error_message.unwrap();
+        assert!(
+            message.contains("no function 'q'; its posted schemas name: other."),
+            "{message}"
+        );
+        assert_eq!(table.runtimes()[0].queued, 1, "only the job from before");
+        assert_eq!(take(&table, &token).job_id, before);
+        assert!(table.try_take("rt", Some(&token)).unwrap().job.is_none());
     }
 }

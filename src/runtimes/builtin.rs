@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::auth::Secret;
-use crate::jobs::{Dispatched, JobTable, NeverCancel, Taker};
+use crate::jobs::{Dispatched, JobTable, NeverAbandon, Taker};
 
 /// What a built-in runtime does with a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +93,7 @@ impl Worker {
                 Some(self.token.expose()),
                 deadline,
                 Taker::Builtin,
-                &NeverCancel,
+                &NeverAbandon,
             );
             match next {
                 Ok(Some(job)) => self.answer(job),

@@ -22,6 +22,9 @@ use crate::jobs::JobId;
 /// Function schemas one runtime may hold; a real module has tens.
 pub const MAX_SCHEMAS: usize = 10_000;
 
+/// How many function names an unknown-function failure lists before "and N more".
+const NAMED_FUNCTIONS: usize = 20;
+
 /// One compute-module session.
 #[derive(Debug)]
 pub struct Runtime {
@@ -111,6 +114,65 @@ impl Runtime {
         self.queue.0.as_ref().map(|(_, rx)| rx.clone())
     }
 
+    /// Queues job `id` for this runtime: sends it into the channel and counts it as queued.
+    /// Refuses (`overloaded`) past `max_queued` queued jobs or after shutdown. Called under the
+    /// table lock; unbounded sends never block.
+    pub fn hand_over(&mut self, id: &JobId, max_queued: usize) -> Result<(), Error> {
+        self.check_room(max_queued)?;
+        let Some(sender) = self.sender() else {
+            return Err(Error::Overloaded("the emulator is shutting down".into()));
+        };
+        // The runtime holds the receiver, so the channel cannot be disconnected here.
+        if sender.send(id.clone()).is_err() {
+            return Err(Error::Internal("runtime queue is closed".into()));
+        }
+        self.queued += 1;
+        Ok(())
+    }
+
+    /// Counts in a queued job that is not sent now (a fault rule delays, drops or fails it),
+    /// under the same `--max-queued` cap as [`Runtime::hand_over`].
+    pub fn hold(&mut self, max_queued: usize) -> Result<(), Error> {
+        self.check_room(max_queued)?;
+        self.queued += 1;
+        Ok(())
+    }
+
+    fn check_room(&self, max_queued: usize) -> Result<(), Error> {
+        if self.queued >= max_queued {
+            return Err(Error::Overloaded(format!(
+                "runtime '{}' already has {max_queued} queued jobs (--max-queued)",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Why a job of `query_type` cannot run here: this runtime posted schemas and none names
+    /// it (the TypeScript SDK never answers such a job). `None` when it can, or when no
+    /// schemas were posted (nothing is known then).
+    pub fn unknown_function(&self, query_type: &str) -> Option<String> {
+        if self.schemas.is_empty() || self.schema_index.contains_key(query_type) {
+            return None;
+        }
+        let names: Vec<&str> = self
+            .schemas
+            .iter()
+            .take(NAMED_FUNCTIONS)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let mut known = names.join(", ");
+        let more = self.schemas.len() - names.len();
+        if more > 0 {
+            known.push_str(&format!(" and {more} more"));
+        }
+        Some(format!(
+            "Compute-module runtime '{}' has no function '{query_type}'; its posted schemas \
+             name: {known}. (Serve with --allow-unknown-query-types to hand it such jobs anyway.)",
+            self.id
+        ))
+    }
+
     /// Puts `id` back at the head of the queue (a job whose delivery failed). The channel has
     /// no front, so its ids are taken out and sent again behind `id`: O(queue length), once
     /// per failed delivery. Called under the table lock; unbounded sends never block.
@@ -184,6 +246,13 @@ impl Registry {
         self.bindings.iter().rev().find(|b| {
             b.active && &*b.deployed_app_rid == rid && branch.is_none_or(|want| &*b.branch == want)
         })
+    }
+
+    /// The runtime of that id, or the 404 naming it.
+    pub fn runtime_mut(&mut self, id: &str) -> Result<&mut Runtime, Error> {
+        self.runtimes
+            .get_mut(id)
+            .ok_or_else(|| Error::runtime_not_found(id))
     }
 
     /// The bindings of one runtime, oldest first.
