@@ -279,16 +279,17 @@ fn each_fault_kind_does_what_it_says() {
     assert_eq!(rt.poll().status, 204, "a dropped job is never handed out");
     assert_eq!(app.status_json(&dropped)["type"], json!("queued"));
 
-    // delay: handed out later, and the rule can change meanwhile.
+    // delay: handed out later, and the rule can change meanwhile (1.5 s: long enough that
+    // the job submitted after it is surely in the channel first).
     put_faults(
         &server,
-        json!([{"deployed_app_rid": BASIC, "delay_ms": 300}]),
+        json!([{"deployed_app_rid": BASIC, "delay_ms": 1500}]),
     )
     .expect_status(200);
     let delayed = app.submit_id(BASIC, "q", json!({}));
     assert_eq!(
         server.job(&delayed).fault.as_deref(),
-        Some("fault rule 0: delayed 300 ms")
+        Some("fault rule 0: delayed 1500 ms")
     );
     put_faults(&server, json!([])).expect_status(200);
     let direct = app.submit_id(BASIC, "q", json!({}));
