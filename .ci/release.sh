@@ -19,33 +19,6 @@ strip "dist/$name" 2>/dev/null || true
 (cd dist && sha256sum "$name" > SHA256SUMS && cat SHA256SUMS)
 
 root=$(mktemp -d)
-out=$(mktemp)
+trap 'rm -rf "$root"' EXIT
 cp "dist/$name" "$root/foundry-emulator"
-chroot "$root" /foundry-emulator serve --port 0 >"$out" 2>&1 &
-pid=$!
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$root" "$out"' EXIT
-for _ in $(seq 1 100); do
-    grep -q "listening on" "$out" && break
-    sleep 0.1
-done
-url=$(sed -n 's/^foundry-emulator listening on //p' "$out" | head -n 1)
-if [ -z "$url" ]; then
-    echo "error: the binary did not start in an empty root:" >&2
-    cat "$out" >&2
-    exit 1
-fi
-"$bin" wait-ready --emulator "$url" --timeout 10
-got=$("$bin" execute --emulator "$url" --rid ri.foundry.main.deployed-app.echo --query-type echo --query '{"empty_root":true}')
-if [ "$got" != '{"empty_root":true}' ]; then
-    echo "error: in an empty root the binary answered '$got'" >&2
-    cat "$out" >&2
-    exit 1
-fi
-kill -TERM "$pid"
-wait "$pid"
-if grep -q "panicked" "$out"; then
-    echo "error: the binary panicked in an empty root:" >&2
-    cat "$out" >&2
-    exit 1
-fi
-echo "release: dist/$name served a sync execute in an empty root"
+bash .ci/prove-serves.sh "in an empty root" "$bin" chroot "$root" /foundry-emulator

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the static release binary and proves it runs: start it on a free port, wait until
-# it is ready, execute one job on the default echo runtime, stop it.
+# Builds the static release binary and proves it runs (.ci/prove-serves.sh: start it on a free
+# port, execute one job on the default echo runtime, stop it).
 # x86_64-unknown-linux-musl when that target is installed, else glibc with crt-static.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -20,21 +20,4 @@ if ldd "$bin" 2>&1 | grep -q "=>"; then
     exit 1
 fi
 
-out=$(mktemp)
-"$bin" serve --port 0 >"$out" 2>/dev/null &
-pid=$!
-trap 'kill "$pid" 2>/dev/null || true; rm -f "$out"' EXIT
-for _ in $(seq 1 100); do
-    grep -q "listening on" "$out" && break
-    sleep 0.1
-done
-url=$(sed -n 's/^foundry-emulator listening on //p' "$out" | head -n 1)
-"$bin" wait-ready --emulator "$url" --timeout 10
-got=$("$bin" execute --emulator "$url" --rid ri.foundry.main.deployed-app.echo --query-type echo --query '{"static":true}')
-if [ "$got" != '{"static":true}' ]; then
-    echo "error: the static binary answered '$got'" >&2
-    exit 1
-fi
-kill -TERM "$pid"
-wait "$pid"
-echo "static binary served a sync execute and stopped on SIGTERM"
+bash .ci/prove-serves.sh "static binary" "$bin" "$bin"
