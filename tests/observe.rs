@@ -204,6 +204,7 @@ fn no_token_appears_in_any_listing_journal_or_page() {
         get(&server, "/_emulate"),
         get(&server, &format!("/_emulate/view/jobs/{id}")),
         get(&server, "/metrics"),
+        rt.inspect(&id),
     ];
     for page in &pages {
         page.expect_status(200);
@@ -223,6 +224,11 @@ fn no_token_appears_in_any_listing_journal_or_page() {
         json!({"auth": "Bearer <redacted>", "n": 1})
     );
     assert_eq!(record["job"]["result_body_utf8"], json!("done"));
+    assert_eq!(
+        pages[6].json()["job"]["query"],
+        json!({"auth": "Bearer <redacted>", "n": 1}),
+        "inspection masks the same way"
+    );
     drop(server); // writes the rest of the journal
     let text = std::fs::read_to_string(&journal).unwrap();
     assert!(!text.contains(secret), "the journal leaks a token: {text}");

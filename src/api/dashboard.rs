@@ -283,8 +283,7 @@ pub fn job_page(app: &App, req: Req, job_id: &str) -> Result<Reply, Error> {
     );
     body.push_str("</table>");
 
-    let mut query: Value = serde_json::from_str(&job.query).unwrap_or(Value::Null);
-    observe::mask_bearers(&mut query);
+    let query = super::wire::masked_query(&job.query);
     let query_text = serde_json::to_string_pretty(&query).unwrap_or_default();
     let _ = write!(
         body,

@@ -92,33 +92,35 @@ pub fn listing_params(req: &Req) -> Result<(JobFilter, Option<u64>, usize), Erro
 }
 
 fn parse_state(s: &str) -> Result<JobState, Error> {
-    [
-        JobState::Queued,
-        JobState::Running,
-        JobState::Succeeded,
-        JobState::Failed,
-    ]
-    .into_iter()
-    .find(|state| state.as_str() == s)
-    .ok_or_else(|| {
-        Error::InvalidRequest(format!(
-            "The query parameter 'status' must be queued, running, succeeded or failed, not \"{}\".",
-            s.escape_debug()
-        ))
-    })
+    use JobState::*;
+    let states = [Queued, Running, Succeeded, Failed];
+    parse_choice(
+        "status",
+        "queued, running, succeeded or failed",
+        s,
+        states,
+        JobState::as_str,
+    )
 }
 
 fn parse_source(s: &str) -> Result<JobSource, Error> {
-    [
-        JobSource::ContourSync,
-        JobSource::ContourAsync,
-        JobSource::RuntimeDirect,
-    ]
-    .into_iter()
-    .find(|source| source.as_str() == s)
-    .ok_or_else(|| {
+    use JobSource::*;
+    let sources = [ContourSync, ContourAsync, RuntimeDirect];
+    let names = "contour-sync, contour-async or runtime-direct";
+    parse_choice("source", names, s, sources, JobSource::as_str)
+}
+
+/// The one of `choices` whose name is `s`; else a 400 naming the parameter and the names.
+fn parse_choice<T: Copy, const N: usize>(
+    param: &str,
+    names: &str,
+    s: &str,
+    choices: [T; N],
+    name: fn(T) -> &'static str,
+) -> Result<T, Error> {
+    choices.into_iter().find(|c| name(*c) == s).ok_or_else(|| {
         Error::InvalidRequest(format!(
-            "The query parameter 'source' must be contour-sync, contour-async or runtime-direct, not \"{}\".",
+            "The query parameter '{param}' must be {names}, not \"{}\".",
             s.escape_debug()
         ))
     })
@@ -180,14 +182,12 @@ pub fn job_summary(job: &JobView) -> Value {
     })
 }
 
-/// One job in full: inspection's record with its query masked (see [`mask_bearers`]).
+/// One job in full: inspection's record (its query masked, see `wire::masked_query`) and
+/// its listing cursor.
 pub fn job_record(job: &JobView) -> Value {
     let mut record = wire::job_json(job);
     if let Value::Object(map) = &mut record {
         map.insert("seq".into(), json!(job.seq));
-        if let Some(query) = map.get_mut("query") {
-            mask_bearers(query);
-        }
     }
     record
 }
@@ -209,21 +209,4 @@ pub fn journal_line(job: &JobView, payloads: bool) -> Value {
         }
     }
     line
-}
-
-/// Replaces every JSON string of the form `Bearer <token>` (any case) with
-/// `Bearer <redacted>`: queries are user input, and a CI artifact or a shared dashboard must
-/// not carry a credential someone pasted into one.
-pub fn mask_bearers(value: &mut Value) {
-    match value {
-        Value::String(s) => {
-            let lower = s.trim_start().to_ascii_lowercase();
-            if lower.starts_with("bearer ") && s.trim().len() > "bearer ".len() {
-                *s = "Bearer <redacted>".to_string();
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(mask_bearers),
-        Value::Object(map) => map.values_mut().for_each(mask_bearers),
-        _ => {}
-    }
 }

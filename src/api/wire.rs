@@ -43,6 +43,12 @@ impl<'a> Fields<'a> {
         self.0.get(name).copied()
     }
 
+    /// The `query` field as JSON text, copied once straight out of the body; `{}` when absent.
+    pub fn query(&self) -> Arc<str> {
+        self.raw("query")
+            .map_or_else(|| Arc::from("{}"), |q| Arc::from(q.get()))
+    }
+
     /// An optional string field; `null` counts as absent.
     pub fn opt_str(&self, name: &str) -> Result<Option<String>, Error> {
         match self.raw(name) {
@@ -85,9 +91,7 @@ impl ExecuteBody {
                 .map(|b| b.trim().to_string())
                 .filter(|b| !b.is_empty()),
             query_type: fields.required_str("queryType")?,
-            query: fields
-                .raw("query")
-                .map_or_else(|| Arc::from("{}"), |q| Arc::from(q.get())),
+            query: fields.query(),
         })
     }
 }
@@ -105,9 +109,7 @@ impl DirectBody {
         let fields = Fields::parse(body)?;
         Ok(DirectBody {
             query_type: fields.required_str("queryType")?,
-            query: fields
-                .raw("query")
-                .map_or_else(|| Arc::from("{}"), |q| Arc::from(q.get())),
+            query: fields.query(),
         })
     }
 }
@@ -472,6 +474,31 @@ pub(crate) fn runtime_json(rt: &RuntimeView) -> Value {
     })
 }
 
+/// A job's query as JSON, with every string of the form `Bearer <token>` (any case) shown
+/// as `Bearer <redacted>` (see [`mask_bearers`]). Every shape that shows a query uses this.
+pub fn masked_query(text: &str) -> Value {
+    let mut query = serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
+    mask_bearers(&mut query);
+    query
+}
+
+/// Replaces every JSON string of the form `Bearer <token>` (any case) with
+/// `Bearer <redacted>`: queries are user input, and a CI artifact or a shared dashboard must
+/// not carry a credential someone pasted into one.
+fn mask_bearers(value: &mut Value) {
+    match value {
+        Value::String(s) => {
+            let lower = s.trim_start().to_ascii_lowercase();
+            if lower.starts_with("bearer ") && s.trim().len() > "bearer ".len() {
+                *s = "Bearer <redacted>".to_string();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask_bearers),
+        Value::Object(map) => map.values_mut().for_each(mask_bearers),
+        _ => {}
+    }
+}
+
 pub(crate) fn job_json(job: &JobView) -> Value {
     let (utf8, base64) = match &job.result {
         None => (None, None),
@@ -486,7 +513,7 @@ pub(crate) fn job_json(job: &JobView) -> Value {
         "deployed_app_rid": job.deployed_app_rid.as_deref(),
         "branch": job.branch.as_deref(),
         "query_type": &*job.query_type,
-        "query": serde_json::from_str::<Value>(&job.query).unwrap_or(Value::Null),
+        "query": masked_query(&job.query),
         "source": job.source.as_str(),
         "status": job.state.as_str(),
         "submitted_at": job.submitted_at,
