@@ -427,3 +427,51 @@ fn seed_faults_apply_from_start_up() {
         "foundry.compute_modules.faults[0].drop_rate must be a number from 0 to 1."
     );
 }
+
+/// The delay clock's reset and shutdown paths: a job delayed for a minute is failed by a
+/// reset at once (its application answered), never handed out later, and a delayed job
+/// left at shutdown does not hold the stop.
+#[test]
+fn reset_and_shutdown_end_fault_delayed_jobs_at_once() {
+    let mut server = TestServer::seeded(|_| {});
+    let master = server.seeded_runtime("rt-master", "seed-master-token");
+    master.poll().expect_status(204); // the session's first poll
+    let minute = json!([{"deployed_app_rid": BASIC, "delay_ms": 60_000}]);
+    put_faults(&server, minute.clone()).expect_status(200);
+    let app = server.app();
+    let body = json!({"deployedAppRid": BASIC, "deployedAppBranch": "master", "queryType": "q", "query": {}});
+    std::thread::scope(|s| {
+        let execute = s.spawn(|| app.execute(&body));
+        wait_for("the delayed job", || listed(&server).len() == 1);
+        let reset = send(
+            &agent(),
+            "POST",
+            &server.url("/_emulate/reset"),
+            &[],
+            Some(b""),
+        );
+        assert_eq!(reset.json()["jobs_failed"], json!(1));
+        assert_error(
+            &execute.join().unwrap(),
+            500,
+            "job_failed",
+            "the emulator was reset",
+        );
+    });
+    assert_eq!(
+        master.poll().status,
+        204,
+        "the delayed job is never handed out"
+    );
+
+    put_faults(&server, minute).expect_status(200);
+    let delayed = app.submit(&body);
+    delayed.expect_status(200);
+    let started = std::time::Instant::now();
+    server.shutdown();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "shutdown waited {:?} with a delayed job pending",
+        started.elapsed()
+    );
+}
