@@ -1,0 +1,358 @@
+//! Unit tests of the job table: lifecycle, retention and the byte budget, waits, faults.
+
+use super::*;
+
+fn table(limits: Limits) -> (JobTable, String) {
+    let table = JobTable::new(limits);
+    let session = table.create_runtime(SessionSpec {
+        runtime_id: "rt".into(),
+        ..SessionSpec::default()
+    });
+    (table, session.token.expose().to_string())
+}
+
+fn enqueue(table: &JobTable) -> Result<JobId, Error> {
+    table.enqueue(EnqueueRequest {
+        target: Target::Runtime("rt".into()),
+        query_type: "q".into(),
+        query: "{}".into(),
+        source: JobSource::RuntimeDirect,
+        auth_header: None,
+    })
+}
+
+/// Enqueues, claims and completes one job.
+/// What a module's poll does: take the oldest job and have its envelope delivered.
+fn take(table: &JobTable, token: &str) -> Dispatched {
+    let job = table.try_take("rt", Some(token)).unwrap().job.unwrap();
+    table.delivered(&job.job_id, true);
+    job
+}
+
+fn run_one(table: &JobTable, token: &str) -> JobId {
+    let id = enqueue(table).unwrap();
+    let job = take(table, token);
+    assert_eq!(job.job_id, id);
+    table
+        .complete("rt", Some(token), &id, b"ok".to_vec(), None)
+        .unwrap();
+    id
+}
+
+#[test]
+fn oldest_finished_jobs_are_evicted_first_and_say_expired() {
+    let (table, token) = table(Limits {
+        max_retained_jobs: 2,
+        ..Limits::default()
+    });
+    let ids: Vec<JobId> = (0..4).map(|_| run_one(&table, &token)).collect();
+    for old in &ids[..2] {
+        let err = table.job(old).unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+    }
+    for kept in &ids[2..] {
+        assert_eq!(table.job(kept).unwrap().state, JobState::Succeeded);
+    }
+    let never = JobId::from_client("foundry_job_never");
+    assert_eq!(
+        table.job(&never).unwrap_err(),
+        Error::job_not_found("foundry_job_never")
+    );
+}
+
+#[test]
+fn the_byte_budget_evicts_the_oldest_finished_jobs() {
+    let (table, token) = table(Limits {
+        max_retained_bytes: 10,
+        ..Limits::default()
+    });
+    // Each job holds its query "{}" and its result "ok", 4 bytes: two fit in 10, three do not.
+    let ids: Vec<JobId> = (0..3).map(|_| run_one(&table, &token)).collect();
+    assert!(table.job(&ids[0]).is_err());
+    assert!(table.job(&ids[1]).is_ok());
+    assert!(table.job(&ids[2]).is_ok());
+    assert_eq!(table.lock().ledger.finished_bytes, 4 + 4);
+}
+
+#[test]
+fn queued_queries_count_against_the_byte_budget() {
+    let (table, token) = table(Limits {
+        max_retained_bytes: 10,
+        ..Limits::default()
+    });
+    // Finished jobs (4 bytes each) make room for new queries: they are evicted, not the
+    // submits, except the newest finished one, whose result stays readable.
+    let older = run_one(&table, &token);
+    let newest = run_one(&table, &token);
+    let queued: Vec<JobId> = (0..5).map(|_| enqueue(&table).unwrap()).collect();
+    assert!(table.job(&older).is_err(), "evicted to make room");
+    assert!(
+        table.job(&newest).is_ok(),
+        "the newest finished job is kept"
+    );
+    // Five queued "{}" queries hold all 10 bytes: the sixth is refused, nothing is lost.
+    let refused = enqueue(&table).unwrap_err();
+    assert_eq!(refused.code(), "overloaded");
+    assert!(
+        refused.to_string().contains("--max-retained-bytes"),
+        "{refused}"
+    );
+    assert_eq!(table.lock().ledger.open_bytes, 10);
+    for id in &queued {
+        assert_eq!(table.job(id).unwrap().state, JobState::Queued);
+    }
+    // Finishing one frees its query's bytes (its result then counts while it is kept).
+    let first = take(&table, &token);
+    table
+        .complete("rt", Some(&token), &first.job_id, Vec::new(), None)
+        .unwrap();
+    assert_eq!(table.lock().ledger.open_bytes, 8);
+    assert!(enqueue(&table).is_ok());
+}
+
+#[test]
+fn a_result_larger_than_the_budget_is_refused_and_fails_the_job() {
+    let (table, token) = table(Limits {
+        max_retained_bytes: 10,
+        ..Limits::default()
+    });
+    let id = enqueue(&table).unwrap();
+    take(&table, &token);
+    let err = table
+        .complete("rt", Some(&token), &id, vec![b'x'; 11], None)
+        .unwrap_err();
+    assert_eq!(err.status(), 413);
+    let job = table.job(&id).unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert!(job.error_message.unwrap().contains("--max-retained-bytes"));
+    // Exactly the budget is kept, and readable: the newest finished job is never
+    // evicted by bytes, even with its query on top.
+    let id = enqueue(&table).unwrap();
+    take(&table, &token);
+    table
+        .complete("rt", Some(&token), &id, vec![b'y'; 10], None)
+        .unwrap();
+    assert_eq!(table.job(&id).unwrap().result.unwrap().len(), 10);
+}
+
+#[test]
+fn a_preview_keeps_the_first_bytes_and_gives_back_the_rest_of_the_budget() {
+    let (table, token) = table(Limits::default());
+    let id = enqueue(&table).unwrap();
+    take(&table, &token);
+    let result: Vec<u8> = (0..RESULT_PREVIEW * 3).map(|n| n as u8).collect();
+    table
+        .complete("rt", Some(&token), &id, result.clone(), None)
+        .unwrap();
+    assert_eq!(table.lock().ledger.finished_bytes, 2 + result.len() as u64);
+    table.keep_preview(&id);
+    table.keep_preview(&id);
+    let job = table.job(&id).unwrap();
+    assert_eq!(&job.result.unwrap()[..], &result[..RESULT_PREVIEW]);
+    assert_eq!(job.result_preview_of, Some(result.len() as u64));
+    assert_eq!(
+        table.lock().ledger.finished_bytes,
+        2 + RESULT_PREVIEW as u64
+    );
+}
+
+#[test]
+fn queued_and_running_jobs_are_never_evicted() {
+    let (table, token) = table(Limits {
+        max_retained_jobs: 0,
+        job_ttl: Duration::ZERO,
+        ..Limits::default()
+    });
+    let running = enqueue(&table).unwrap();
+    take(&table, &token);
+    let finished = run_one(&table, &token);
+    let queued = enqueue(&table).unwrap();
+    table.sweep();
+    assert_eq!(table.job(&queued).unwrap().state, JobState::Queued);
+    assert_eq!(table.job(&running).unwrap().state, JobState::Running);
+    assert!(table.job(&finished).is_err());
+}
+
+#[test]
+fn a_waiter_gets_its_result_even_when_the_job_is_evicted_at_once() {
+    let (table, token) = table(Limits {
+        max_retained_jobs: 0,
+        ..Limits::default()
+    });
+    let table = Arc::new(table);
+    let id = enqueue(&table).unwrap();
+    let (started_tx, started_rx) = crossbeam_channel::bounded(1);
+    let waiter = {
+        let (table, id) = (table.clone(), id.clone());
+        std::thread::spawn(move || {
+            let _ = started_tx.send(());
+            let watch = table.watch(&id).unwrap();
+            table.wait_terminal(
+                &watch,
+                Instant::now() + Duration::from_secs(30),
+                &NeverAbandon,
+            )
+        })
+    };
+    started_rx.recv().unwrap();
+    take(&table, &token);
+    // Wait until the waiter sleeps on the job, so the eviction races it for real.
+    while table.lock().jobs[&id].waker.is_none() {
+        std::thread::yield_now();
+    }
+    table
+        .complete("rt", Some(&token), &id, b"kept".to_vec(), None)
+        .unwrap();
+    assert!(table.job(&id).is_err(), "evicted at once by the limit of 0");
+    match waiter.join().unwrap() {
+        WaitOutcome::Finished(view) => assert_eq!(view.result.as_deref(), Some(&b"kept"[..])),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_watch_taken_at_enqueue_sees_an_end_that_came_and_was_evicted_before_it_waited() {
+    let (table, token) = table(Limits {
+        max_retained_jobs: 0,
+        ..Limits::default()
+    });
+    let watch = table
+        .enqueue_watched(EnqueueRequest {
+            target: Target::Runtime("rt".into()),
+            query_type: "q".into(),
+            query: "{}".into(),
+            source: JobSource::ContourSync,
+            auth_header: None,
+        })
+        .unwrap();
+    take(&table, &token);
+    table
+        .complete("rt", Some(&token), watch.id(), b"early".to_vec(), None)
+        .unwrap();
+    assert!(
+        table.job(watch.id()).is_err(),
+        "evicted before anyone waited"
+    );
+    match Arc::new(table).wait_terminal(&watch, Instant::now(), &NeverAbandon) {
+        WaitOutcome::Finished(view) => assert_eq!(view.result.as_deref(), Some(&b"early"[..])),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn the_running_ledger_forgets_finished_jobs() {
+    let (table, token) = table(Limits::default());
+    for _ in 0..3 {
+        run_one(&table, &token);
+    }
+    assert!(table.lock().ledger.running.is_empty());
+}
+
+#[test]
+fn ttl_expires_finished_jobs_on_sweep() {
+    let (table, token) = table(Limits {
+        job_ttl: Duration::ZERO,
+        ..Limits::default()
+    });
+    let id = run_one(&table, &token);
+    table.sweep();
+    assert!(table.job(&id).unwrap_err().to_string().contains("expired"));
+}
+
+#[test]
+fn running_jobs_fail_after_max_runtime() {
+    let (table, token) = table(Limits {
+        max_job_runtime: Duration::ZERO,
+        ..Limits::default()
+    });
+    let id = enqueue(&table).unwrap();
+    take(&table, &token);
+    table.sweep();
+    let job = table.job(&id).unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert!(job.error_message.unwrap().contains("--max-job-runtime"));
+    let late = table.complete("rt", Some(&token), &id, Vec::new(), None);
+    assert_eq!(late, Err(Error::result_conflict(&id)));
+}
+
+#[test]
+fn queue_cap_rejects_without_harming_queued_jobs() {
+    let (table, _) = table(Limits {
+        max_queued: 2,
+        ..Limits::default()
+    });
+    let a = enqueue(&table).unwrap();
+    let b = enqueue(&table).unwrap();
+    assert!(matches!(enqueue(&table), Err(Error::Overloaded(_))));
+    assert_eq!(table.job(&a).unwrap().state, JobState::Queued);
+    assert_eq!(table.job(&b).unwrap().state, JobState::Queued);
+}
+
+#[test]
+fn a_wait_returns_when_another_thread_completes() {
+    let (table, token) = table(Limits::default());
+    let table = Arc::new(table);
+    let id = enqueue(&table).unwrap();
+    let waiter = {
+        let (table, id) = (table.clone(), id.clone());
+        std::thread::spawn(move || {
+            let watch = table.watch(&id).unwrap();
+            table.wait_terminal(
+                &watch,
+                Instant::now() + Duration::from_secs(30),
+                &NeverAbandon,
+            )
+        })
+    };
+    take(&table, &token);
+    table
+        .complete("rt", Some(&token), &id, b"done".to_vec(), None)
+        .unwrap();
+    match waiter.join().unwrap() {
+        WaitOutcome::Finished(view) => assert_eq!(view.result.as_deref(), Some(&b"done"[..])),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_canceled_queued_job_leaves_the_queue_and_is_never_taken() {
+    let (table, token) = table(Limits::default());
+    let canceled = enqueue(&table).unwrap();
+    let next = enqueue(&table).unwrap();
+    table.cancel(&canceled, "test").unwrap();
+    assert_eq!(table.runtimes()[0].queued, 1);
+    assert_eq!(take(&table, &token).job_id, next, "the stale id is skipped");
+    let job = table.job(&canceled).unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.error_message, Some(canceled_message(&canceled)));
+    let by = job.canceled.unwrap();
+    assert_eq!((by.by, by.was), ("test", JobState::Queued));
+    let again = table.cancel(&canceled, "test").unwrap_err();
+    assert_eq!(again, Error::cancel_conflict(&canceled, "failed"));
+    let late = table.complete("rt", Some(&token), &canceled, Vec::new(), None);
+    assert_eq!(late, Err(Error::result_after_cancel(&canceled)));
+    assert_eq!(
+        table.lock().ledger.open_bytes,
+        2,
+        "only the running job's query"
+    );
+}
+
+#[test]
+fn an_unknown_function_fails_at_enqueue_once_schemas_are_posted() {
+    let (table, token) = table(Limits::default());
+    let before = enqueue(&table).unwrap();
+    let schema = vec![("other".to_string(), Value::Null)];
+    table.put_schemas("rt", Some(&token), schema).unwrap();
+    let unknown = enqueue(&table).unwrap();
+    let job = table.job(&unknown).unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    let message = job.error_message.unwrap();
+    assert!(
+        message.contains("no function 'q'; its posted schemas name: other."),
+        "{message}"
+    );
+    assert_eq!(table.runtimes()[0].queued, 1, "only the job from before");
+    assert_eq!(take(&table, &token).job_id, before);
+    assert!(table.try_take("rt", Some(&token)).unwrap().job.is_none());
+}
