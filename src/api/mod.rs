@@ -1,7 +1,8 @@
 //! The HTTP API: one handler fn per route, plus the state they share.
 //!
 //! Handlers are `fn(&App, Req) -> Result<_, Error>`; they never touch a lock or a condvar
-//! themselves (the job table does), and the only JSON they build comes from `wire`.
+//! themselves (the job table does). The API's JSON shapes come from `wire`; the `/_emulate`
+//! listings, journal lines and reset counts from `observe` and `steer`, the HTML from `dashboard`.
 
 pub mod contour;
 pub mod dashboard;
