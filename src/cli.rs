@@ -74,9 +74,21 @@ pub struct ServeArgs {
     /// largest accepted request body in bytes (default 67108864, 64 MiB)
     #[argh(option, default = "64 * 1024 * 1024")]
     max_body: u64,
-    /// a bearer token the Contour routes accept; repeatable; none = any non-empty token
+    /// a static bearer token the Contour routes accept; repeatable; any token or seeded
+    /// OAuth2 client makes authentication strict (see --strict-auth)
     #[argh(option)]
     token: Vec<String>,
+    /// strict authentication with nothing configured: only tokens this emulator issued (or
+    /// static ones) pass, and only seeded OAuth2 clients get tokens
+    #[argh(switch)]
+    strict_auth: bool,
+    /// seconds an access token issued by /multipass/api/oauth2/token lives (default 3600)
+    #[argh(
+        option,
+        default = "Config::default().token_ttl",
+        from_str_fn(parse_secs)
+    )]
+    token_ttl: Duration,
     /// seconds a client may take to send one whole request, or to read one answer, before
     /// its connection is closed (default 60)
     #[argh(
@@ -233,6 +245,8 @@ impl ServeArgs {
             poll_wait: self.poll_wait,
             max_body: self.max_body,
             tokens: self.token,
+            strict_auth: self.strict_auth,
+            token_ttl: self.token_ttl,
             max_queued: self.max_queued,
             max_retained_jobs: self.max_retained_jobs,
             max_retained_bytes: self.max_retained_bytes,
@@ -294,7 +308,6 @@ pub const DEFAULT_ECHO_RID: &str = "ri.foundry.main.deployed-app.echo";
 /// Serves until the process is killed; prints the bound address first.
 fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let config = args.into_config()?;
-    let strict = !config.tokens.is_empty() || !config.seed.tokens.is_empty();
     let running = Emulator::start(config).map_err(|e| CliError(e.to_string()))?;
     // The one line scripts read to learn the port (with --port 0); stdout, flushed.
     println!("foundry-emulator listening on {}", running.base_url());
@@ -302,14 +315,11 @@ fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         println!("foundry-emulator tls listening on {url}");
     }
     log::info!(
-        "foundry-emulator {VERSION} serving on {} ({} bearer tokens)",
-        running.base_url(),
-        if strict {
-            "only configured"
-        } else {
-            "any non-empty"
-        }
+        "foundry-emulator {VERSION} serving on {}",
+        running.base_url()
     );
+    log::info!("{}", running.auth().describe());
+    let strict = running.auth().is_strict();
     if let Some(url) = running.tls_base_url() {
         match running.ca_path() {
             Some(ca) => log::info!(
@@ -343,8 +353,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         log::info!(
             "try it: curl -s -X POST {}/contour-backend-multiplexer/api/module-group-multiplexer/compute-modules/jobs/execute \\\n  -H 'Authorization: Bearer {bearer}' -H 'Content-Type: application/json' \\\n  -d '{{\"deployedAppRid\":\"{DEFAULT_ECHO_RID}\",\"queryType\":\"echo\",\"query\":{{\"hello\":\"world\"}}}}'",
             running.base_url(),
-            // Strict mode accepts only the configured tokens: the user must put one there.
-            bearer = if strict { "<one of your --token values>" } else { "any" }
+            // Strict mode accepts only configured or issued tokens: the user must put one there.
+            bearer = if strict { "<a --token value or an issued token>" } else { "any" }
         );
     }
     log::info!(

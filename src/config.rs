@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+mod auth;
+
 use crate::runtimes::builtin::{Builtin, ExecSpec};
 
 /// Everything `Emulator::start` needs. Build it with `Config::default()` and adjust fields.
@@ -35,8 +37,13 @@ pub struct Config {
     pub poll_wait: Duration,
     /// Largest accepted request body in bytes. Default 64 MiB.
     pub max_body: u64,
-    /// Bearer tokens the Contour routes accept; empty accepts any non-empty token. Default empty.
+    /// Static bearer tokens the Contour routes accept (with the seed's, they make the mode
+    /// strict). Default empty.
     pub tokens: Vec<String>,
+    /// Strict authentication even with no token or client configured. Default false.
+    pub strict_auth: bool,
+    /// Life of an access token issued by the OAuth2 token endpoint. Default 1 h.
+    pub token_ttl: Duration,
     /// Queued jobs per runtime beyond which submits get 503. Default 10,000.
     pub max_queued: usize,
     /// Finished jobs kept for status and result; the oldest go first. Default 100,000.
@@ -92,6 +99,8 @@ impl Default for Config {
             poll_wait: Duration::from_secs(10),
             max_body: 64 * 1024 * 1024,
             tokens: Vec::new(),
+            strict_auth: false,
+            token_ttl: Duration::from_secs(3600),
             max_queued: 10_000,
             max_retained_jobs: 100_000,
             max_retained_bytes: 64 * 1024 * 1024,
@@ -113,7 +122,12 @@ impl Default for Config {
 pub struct Seed {
     pub runtimes: Vec<SeedRuntime>,
     pub deployed_apps: Vec<SeedApp>,
-    pub tokens: Vec<String>,
+    /// Static bearer tokens (top-level and `foundry.tokens`).
+    pub tokens: Vec<crate::auth::StaticToken>,
+    /// `foundry.users[]`.
+    pub users: Vec<crate::auth::users::User>,
+    /// `foundry.oauth_clients[]`.
+    pub oauth_clients: Vec<crate::auth::OauthClient>,
     /// `foundry.compute_modules.faults[]`.
     pub faults: Vec<crate::jobs::faults::FaultRule>,
 }
@@ -128,6 +142,9 @@ pub struct SeedRuntime {
     /// Runs inside the emulator (`"builtin": "echo"`, or an `"exec"` object) instead of
     /// waiting for a module to connect.
     pub builtin: Option<Builtin>,
+    /// `oauth_client`: the id of a seeded OAuth2 client whose credentials the `module`
+    /// launcher hands this runtime's module (`CLIENT_ID`, `CLIENT_SECRET`).
+    pub oauth_client: Option<String>,
 }
 
 /// A `deployed_apps[]` entry.
@@ -172,13 +189,11 @@ impl std::error::Error for ConfigError {}
 /// not silently lose a setting), except the sections other emulators' seeds carry that this
 /// one does not implement ([`NOT_IMPLEMENTED`]), which are named in a warning.
 const TOP_KEYS: &[&str] = &["foundry", "tokens"];
-const FOUNDRY_KEYS: &[&str] = &["compute_modules", "tokens"];
+const FOUNDRY_KEYS: &[&str] = &["compute_modules", "tokens", "users", "oauth_clients"];
 const COMPUTE_MODULES_KEYS: &[&str] = &["runtimes", "deployed_apps", "faults"];
 const EXEC_KEYS: &[&str] = &["command", "concurrency", "timeout_secs"];
 /// Sections of the reference emulator's seed (and planned ones) that are accepted and ignored.
 const NOT_IMPLEMENTED: &[&str] = &[
-    "users",
-    "oauth_clients",
     "groups",
     "ontologies",
     "ontology",
@@ -187,7 +202,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "sources",
     "functions",
     "media_sets",
-    "oauth_client",
 ];
 const RUNTIME_KEYS: &[&str] = &[
     "runtime_id",
@@ -195,6 +209,7 @@ const RUNTIME_KEYS: &[&str] = &[
     "display_name",
     "builtin",
     "exec",
+    "oauth_client",
 ];
 const APP_KEYS: &[&str] = &[
     "deployed_app_rid",
@@ -212,6 +227,7 @@ impl Seed {
             module_auth_token: None,
             display_name: None,
             builtin: Some(builtin),
+            oauth_client: None,
         });
         self.deployed_apps.push(SeedApp {
             deployed_app_rid: rid.to_string(),
@@ -259,7 +275,7 @@ impl Seed {
         };
         check_keys(root, "the top level", "", TOP_KEYS)?;
         let mut seed = Seed {
-            tokens: string_list(root, "", "tokens")?,
+            tokens: auth::tokens(root, "")?,
             ..Seed::default()
         };
         let Some(foundry) = root.get("foundry") else {
@@ -268,9 +284,10 @@ impl Seed {
         let Some(foundry) = foundry.as_object() else {
             return fail("foundry", "", "must be an object");
         };
-        seed.tokens
-            .extend(string_list(foundry, "foundry", "tokens")?);
         check_keys(foundry, "foundry", "foundry.", FOUNDRY_KEYS)?;
+        seed.tokens.extend(auth::tokens(foundry, "foundry")?);
+        seed.users = auth::users(foundry)?;
+        seed.oauth_clients = auth::clients(foundry)?;
         let Some(cm) = foundry.get("compute_modules") else {
             return Ok(seed);
         };
@@ -302,7 +319,20 @@ impl Seed {
                 module_auth_token: optional_string(obj, &at, "module_auth_token")?,
                 display_name: optional_string(obj, &at, "display_name")?,
                 builtin: builtin(obj, &at)?,
+                oauth_client: optional_string(obj, &at, "oauth_client")?,
             });
+            let named = seed.runtimes.last().and_then(|r| r.oauth_client.as_ref());
+            if let Some(id) = named {
+                if !seed.oauth_clients.iter().any(|c| c.client_id == *id) {
+                    return fail(
+                        &at,
+                        "oauth_client",
+                        &format!(
+                            "names client '{id}', which no foundry.oauth_clients[] entry declares"
+                        ),
+                    );
+                }
+            }
         }
         for (i, entry) in entries(cm, "deployed_apps")?.iter().enumerate() {
             let at = format!("foundry.compute_modules.deployed_apps[{i}]");

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::api::App;
-use crate::auth::{BearerPolicy, Secret};
+use crate::auth::{Auth, AuthSettings, Secret, StaticToken};
 use crate::config::Config;
 use crate::error::Error;
 use crate::http::{HttpServer, Permits, ServerOptions};
@@ -74,8 +74,7 @@ impl Emulator {
 
         let execute_permits = Permits::new("sync-execute", config.wait_threads);
         let poll_permits = Permits::new("long-poll", config.wait_threads);
-        let mut tokens = config.tokens.clone();
-        tokens.extend(config.seed.tokens.iter().cloned());
+        let auth = Arc::new(Auth::new(auth_settings(&config)));
         let options = ServerOptions {
             // Every wait place, plus the reserve that serves everything else.
             workers: execute_permits.capacity() + poll_permits.capacity() + config.threads,
@@ -84,7 +83,8 @@ impl Emulator {
         };
         let app = Arc::new(App {
             table: table.clone(),
-            bearer: BearerPolicy::from_tokens(tokens),
+            auth: auth.clone(),
+            builtin_runtimes: builtins.iter().map(|(id, _, _)| id.clone()).collect(),
             public_url,
             execute_timeout: config.execute_timeout,
             poll_wait: config.poll_wait,
@@ -139,9 +139,33 @@ impl Emulator {
             #[cfg(feature = "tls")]
             tls,
             table,
+            auth,
             http: Some(http),
             builtin_threads,
         })
+    }
+}
+
+/// The command line's and the seed's authentication settings, together.
+fn auth_settings(config: &Config) -> AuthSettings {
+    let mut tokens: Vec<StaticToken> = config
+        .tokens
+        .iter()
+        .map(|t| StaticToken::plain(t))
+        .collect();
+    tokens.extend(config.seed.tokens.iter().cloned());
+    AuthSettings {
+        strict: config.strict_auth,
+        token_ttl: config.token_ttl,
+        tokens,
+        users: config.seed.users.clone(),
+        clients: config.seed.oauth_clients.clone(),
+        runtime_clients: config
+            .seed
+            .runtimes
+            .iter()
+            .filter_map(|rt| Some((rt.runtime_id.clone(), rt.oauth_client.clone()?)))
+            .collect(),
     }
 }
 
@@ -217,6 +241,7 @@ pub struct Running {
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsListener>,
     table: Arc<JobTable>,
+    auth: Arc<Auth>,
     http: Option<HttpServer>,
     builtin_threads: Vec<builtin::JobHandle>,
 }
@@ -283,6 +308,11 @@ impl Running {
     }
 
     /// Public facts of every runtime, sorted by id.
+    /// The authentication mode and what it was configured with.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
     pub fn runtimes(&self) -> Vec<RuntimeView> {
         self.table.runtimes()
     }

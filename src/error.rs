@@ -15,6 +15,18 @@ pub enum Error {
     InvalidRequest(String),
     /// A Contour route without a valid `Authorization: Bearer` token.
     InvalidToken,
+    /// An issued bearer token past its `expires_in` (strict mode).
+    TokenExpired,
+    /// OAuth2: client authentication failed (RFC 6749 §5.2); carries the sentence.
+    InvalidClient(String),
+    /// OAuth2: a code, refresh token or PKCE verifier that is not good (RFC 6749 §5.2).
+    InvalidGrant(String),
+    /// OAuth2: a scope that is malformed or not allowed to the client.
+    InvalidScope(String),
+    /// OAuth2: a `grant_type` the emulator does not implement.
+    UnsupportedGrantType(String),
+    /// OAuth2: a grant the client is not allowed to use.
+    UnauthorizedClient(String),
     /// A runtime route with a missing or wrong `Module-Auth-Token`.
     InvalidModuleAuthToken,
     /// Unknown route, runtime, job, or no active binding for a deployed app.
@@ -43,8 +55,15 @@ impl Error {
     /// The HTTP status code SPEC.md assigns to this error.
     pub fn status(&self) -> u16 {
         match self {
-            Error::InvalidRequest(_) => 400,
-            Error::InvalidToken | Error::InvalidModuleAuthToken => 401,
+            Error::InvalidRequest(_)
+            | Error::InvalidGrant(_)
+            | Error::InvalidScope(_)
+            | Error::UnsupportedGrantType(_)
+            | Error::UnauthorizedClient(_) => 400,
+            Error::InvalidToken
+            | Error::TokenExpired
+            | Error::InvalidClient(_)
+            | Error::InvalidModuleAuthToken => 401,
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed(_) => 405,
             Error::JobNotReady(_) | Error::Conflict(_) => 409,
@@ -59,7 +78,12 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::InvalidRequest(_) => "invalid_request",
-            Error::InvalidToken => "invalid_token",
+            Error::InvalidToken | Error::TokenExpired => "invalid_token",
+            Error::InvalidClient(_) => "invalid_client",
+            Error::InvalidGrant(_) => "invalid_grant",
+            Error::InvalidScope(_) => "invalid_scope",
+            Error::UnsupportedGrantType(_) => "unsupported_grant_type",
+            Error::UnauthorizedClient(_) => "unauthorized_client",
             Error::InvalidModuleAuthToken => "invalid_module_auth_token",
             Error::NotFound(_) => "not_found",
             Error::MethodNotAllowed(_) => "method_not_allowed",
@@ -77,6 +101,15 @@ impl Error {
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         match self {
             Error::InvalidToken => vec![("WWW-Authenticate", "Bearer".to_string())],
+            Error::TokenExpired => vec![(
+                "WWW-Authenticate",
+                r#"Bearer error="invalid_token", error_description="The access token expired""#
+                    .to_string(),
+            )],
+            Error::InvalidClient(_) => vec![(
+                "WWW-Authenticate",
+                r#"Basic realm="foundry-emulator""#.to_string(),
+            )],
             Error::MethodNotAllowed(allowed) => vec![("Allow", allowed.join(", "))],
             Error::Overloaded(_) => vec![("Retry-After", "1".to_string())],
             _ => Vec::new(),
@@ -129,6 +162,14 @@ impl fmt::Display for Error {
             Error::InvalidToken => {
                 f.write_str("A valid 'Authorization: Bearer <token>' header is required.")
             }
+            Error::TokenExpired => f.write_str(
+                "The bearer token has expired; get a new one from /multipass/api/oauth2/token.",
+            ),
+            Error::InvalidClient(why)
+            | Error::InvalidGrant(why)
+            | Error::InvalidScope(why)
+            | Error::UnsupportedGrantType(why)
+            | Error::UnauthorizedClient(why) => f.write_str(why),
             Error::InvalidModuleAuthToken => {
                 f.write_str("The Module-Auth-Token header is invalid.")
             }

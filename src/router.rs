@@ -6,7 +6,7 @@
 
 use crate::api::contour::CancelRoute;
 use crate::api::names::{check_job_id, check_runtime_id};
-use crate::api::{contour, dashboard, metrics, observe, runtime, steer, App};
+use crate::api::{contour, dashboard, metrics, multipass, observe, runtime, steer, App};
 use crate::error::Error;
 use crate::http::{Reply, Req};
 
@@ -16,6 +16,7 @@ const CONTOUR: [&str; 3] = [
     "module-group-multiplexer",
 ];
 const RUNTIMES: [&str; 4] = ["_emulate", "foundry", "compute-modules", "runtimes"];
+const OAUTH2: [&str; 3] = ["multipass", "api", "oauth2"];
 
 const GET: &[&str] = &["GET", "HEAD"];
 const POST: &[&str] = &["POST"];
@@ -52,6 +53,11 @@ enum Route<'a> {
     Dashboard,
     JobPage(&'a str),
     Metrics,
+    Token,
+    Authorize,
+    Revoke,
+    Me,
+    CurrentUser,
 }
 
 /// Every route the emulator serves, with the methods it allows.
@@ -84,7 +90,17 @@ fn match_path<'a>(segments: &'a [&'a str]) -> Option<(&'static [&'static str], R
             _ => None,
         };
     }
+    if let Some(rest) = segments.strip_prefix(&OAUTH2[..]) {
+        return match rest {
+            ["token"] => Some((POST, Route::Token)),
+            ["authorize"] => Some((GET, Route::Authorize)),
+            ["revoke_token"] => Some((POST, Route::Revoke)),
+            _ => None,
+        };
+    }
     match segments {
+        ["multipass", "api", "me"] => Some((GET, Route::Me)),
+        ["api", "v2", "admin", "users", "getCurrent"] => Some((GET, Route::CurrentUser)),
         ["_emulate"] => Some((GET, Route::Dashboard)),
         ["_emulate", "health"] => Some((GET, Route::Health)),
         ["_emulate", "info"] => Some((GET, Route::Info)),
@@ -148,6 +164,11 @@ impl Route<'_> {
             Route::Dashboard => "dashboard",
             Route::JobPage(_) => "job_page",
             Route::Metrics => "metrics",
+            Route::Token => "oauth2_token",
+            Route::Authorize => "oauth2_authorize",
+            Route::Revoke => "oauth2_revoke",
+            Route::Me => "me",
+            Route::CurrentUser => "current_user",
         }
     }
 }
@@ -193,7 +214,7 @@ fn dispatch(app: &App, req: Req) -> (&'static str, Reply) {
         Route::Schemas(rt) => runtime::schemas(app, req, rt),
         Route::PostResult(rt, job) => runtime::result(app, req, rt, job),
         Route::Restart(rt) => runtime::restart(app, req, rt),
-        Route::Inspect(rt, job) => runtime::inspect(app, rt, job),
+        Route::Inspect(rt, job) => runtime::inspect(app, req, rt, job),
         Route::Direct(rt) => steer::direct(app, req, rt),
         Route::Reset => steer::reset(app, req),
         Route::Faults => match req.method.as_str() {
@@ -209,6 +230,11 @@ fn dispatch(app: &App, req: Req) -> (&'static str, Reply) {
         Route::Dashboard => dashboard::overview(app, req),
         Route::JobPage(id) => dashboard::job_page(app, req, id),
         Route::Metrics => metrics::metrics(app, req),
+        Route::Token => multipass::token(app, req),
+        Route::Authorize => multipass::authorize(app, req),
+        Route::Revoke => multipass::revoke(app, req),
+        Route::Me => multipass::me(app, req),
+        Route::CurrentUser => multipass::current_user(app, req),
     };
     (class, reply.into())
 }

@@ -70,6 +70,7 @@ fn echo_server(configure: impl FnOnce(&mut Config)) -> TestServer {
             module_auth_token: None,
             display_name: None,
             builtin: Some(Builtin::Echo),
+            oauth_client: None,
         }],
         deployed_apps: vec![SeedApp {
             deployed_app_rid: ECHO_RID.to_string(),

@@ -707,7 +707,7 @@ fn the_strict_mode_try_it_line_asks_for_a_real_token() {
     let mut served = Served::start_env(&["--token", "s3cret"], &[("RUST_LOG", "info")]);
     let log = String::from_utf8_lossy(&served.stop()).into_owned();
     assert!(
-        log.contains("-H 'Authorization: Bearer <one of your --token values>'"),
+        log.contains("-H 'Authorization: Bearer <a --token value or an issued token>'"),
         "{log}"
     );
     assert!(!log.contains("Bearer any"), "{log}");
@@ -905,14 +905,14 @@ fn seed_typos_stop_start_up_naming_the_key() {
     }
     // Sections this emulator does not implement, and a runtime bound to nothing: warnings.
     let path = dir.path().join("seed-warn.json");
-    let seed = json!({"foundry": {"users": [], "ontologies": {}, "compute_modules": {
+    let seed = json!({"foundry": {"groups": [], "ontologies": {}, "compute_modules": {
         "runtimes": [{"runtime_id": "lonely"}]}}});
     std::fs::write(&path, seed.to_string()).unwrap();
     let mut served =
         Served::start_env(&["--seed", path.to_str().unwrap()], &[("RUST_LOG", "warn")]);
     let log = String::from_utf8_lossy(&served.stop()).into_owned();
     assert!(
-        log.contains("seed: ignoring foundry.ontologies, foundry.users: this emulator does not implement them"),
+        log.contains("seed: ignoring foundry.groups, foundry.ontologies: this emulator does not implement them"),
         "{log}"
     );
     assert!(

@@ -4,6 +4,7 @@
 use std::thread;
 use std::time::Duration;
 
+use foundry_emulator::auth::StaticToken;
 use foundry_emulator::JobState;
 use serde_json::{json, Value};
 
@@ -343,7 +344,7 @@ fn configured_tokens_are_the_only_ones_accepted() {
     let server = TestServer::start(|cfg| {
         cfg.execute_timeout = Duration::from_millis(200);
         cfg.tokens = vec!["s3cret".to_string()];
-        cfg.seed.tokens = vec!["from-seed".to_string()];
+        cfg.seed.tokens = vec![StaticToken::plain("from-seed")];
     });
     let _rt = server.runtime_bound("rt", RID);
     assert_all_accepted(&server, Some("Bearer s3cret"));

@@ -8,7 +8,8 @@
 //!
 //! The SDKs come from `.ci/setup-sdks.sh`: PyPI `foundry-compute-modules==0.34.0` in `.venv`,
 //! npm `@palantir/compute-module` 0.2.7 in `fixtures/ts/node_modules`. Without them these tests
-//! fail (never skip) and say so.
+//! fail (never skip) and say so. The last tests run Palantir's OAuth2 clients the same way:
+//! PyPI `foundry-platform-sdk` and npm `@osdk/oauth`, against a strict emulator.
 //!
 //! Linux only: the module's idle CPU is read from `/proc`.
 #![cfg(target_os = "linux")]
@@ -40,8 +41,8 @@ const IDLE_CPU_BOUND: f64 = 0.05;
 const CONCURRENT: usize = 20;
 
 const SETUP_HINT: &str = "run `bash .ci/setup-sdks.sh` at the repository root first (it installs \
-     foundry-compute-modules==0.34.0 into .venv and @palantir/compute-module 0.2.7 into \
-     fixtures/ts/node_modules)";
+     foundry-compute-modules==0.34.0 and foundry-platform-sdk==1.111.0 into .venv, and \
+     @palantir/compute-module 0.2.7 and @osdk/oauth 1.13.0 into fixtures/ts/node_modules)";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -95,7 +96,28 @@ impl Module {
         concurrency: usize,
         command: &[&str],
     ) -> Module {
-        let runtime_id = format!("sdk-{name}");
+        Module::launch_as(
+            server,
+            name,
+            &format!("sdk-{name}"),
+            rid,
+            concurrency,
+            &[],
+            command,
+        )
+    }
+
+    /// [`Module::launch`] with a chosen runtime id and extra launcher flags.
+    fn launch_as(
+        server: &TestServer,
+        name: &'static str,
+        runtime_id: &str,
+        rid: &str,
+        concurrency: usize,
+        flags: &[&str],
+        command: &[&str],
+    ) -> Module {
+        let runtime_id = runtime_id.to_string();
         let dir = std::env::temp_dir().join(format!(
             "foundry-emulator-sdk-test-{}-{name}",
             std::process::id()
@@ -119,11 +141,13 @@ impl Module {
             "--concurrency",
             &concurrency,
         ])
+        .args(flags)
         .arg("--")
         .args(command)
         .current_dir(repo())
         .env("PYTHONUNBUFFERED", "1")
         .env_remove("FOUNDRY_EMULATOR_URL")
+        .env_remove("FOUNDRY_TOKEN")
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
@@ -729,4 +753,188 @@ fn typescript_sdk_receives_unknown_functions_with_the_flag() {
     // Known functions still work on the same module.
     execute_exact(&app, RID, "add", r#"{"x": 1, "y": 2}"#, b"3");
     module.assert_running("after the unknown function");
+}
+
+// ---- Palantir's OAuth2 clients, unmodified, against the token endpoint (strict mode) ----
+
+/// The strict seed of `tests/oauth.rs`: echo built in, users, the `ci-app` confidential
+/// client, and `module-client` for modules.
+#[cfg(feature = "tls")]
+fn auth_server() -> TestServer {
+    let seed = foundry_emulator::Seed::load(&fixture("seed-auth.json")).expect("seed-auth.json");
+    sdk_server_with(|cfg| cfg.seed = seed)
+}
+
+#[cfg(feature = "tls")]
+const AUTH_ECHO_RID: &str = "ri.foundry.main.deployed-app.echo";
+
+/// `host:port` of the HTTPS listener and the generated CA's path.
+#[cfg(feature = "tls")]
+fn tls_endpoint(server: &TestServer) -> (String, String) {
+    let addr = server.running().tls_addr().expect("the TLS listener");
+    let ca = server.running().ca_path().expect("a generated CA");
+    (
+        format!("127.0.0.1:{}", addr.port()),
+        ca.display().to_string(),
+    )
+}
+
+/// Runs a fixture client to completion (bounded) and parses its one JSON line.
+#[cfg(feature = "tls")]
+fn run_client(mut cmd: Command, what: &str) -> Value {
+    cmd.current_dir(repo()).stdin(Stdio::null());
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let out = wait_bounded(child, START_TIMEOUT, what);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{what} printed {stdout:?}: {e}"))
+}
+
+/// Waits for a child, killing it past `limit` so a hung client fails the test.
+#[cfg(feature = "tls")]
+fn wait_bounded(mut child: Child, limit: Duration, what: &str) -> std::process::Output {
+    let started = Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("wait");
+            panic!(
+                "{what} did not finish within {limit:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("wait")
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn platform_sdk_confidential_client_gets_a_token_and_runs_a_strict_execute() {
+    let python = repo().join(".venv/bin/python");
+    require(&python, "the Python virtualenv with foundry-platform-sdk");
+    let server = auth_server();
+    let (host, ca) = tls_endpoint(&server);
+    let mut cmd = Command::new(&python);
+    cmd.arg("fixtures/python/oauth_client.py")
+        .env("EMULATOR_HOST", &host)
+        .env("EMULATOR_CA", &ca)
+        .env("CLIENT_ID", "ci-app")
+        .env("CLIENT_SECRET", "s3cr3t+/= x")
+        .env("DEPLOYED_APP_RID", AUTH_ECHO_RID)
+        // The SDK appends offline_access itself.
+        .env("OAUTH_SCOPES", "api:read-data");
+    let out = run_client(cmd, "foundry-platform-sdk ConfidentialClientAuth");
+    println!("platform sdk: {out}");
+    assert_eq!(out["execute_status"], 200, "{out}");
+    // Echo answers the query's bytes as sent (Python's json.dumps separators).
+    assert_eq!(out["execute_body"], r#"{"msg": "hi"}"#, "{out}");
+    assert_eq!(out["user"]["username"], "ci-app", "{out}");
+    assert_eq!(out["user"]["status"], "ACTIVE", "{out}");
+    // The token really came from the emulator: a made-up bearer is refused in this mode.
+    let refused =
+        server
+            .app_with_token("made-up")
+            .execute(&exec_body(AUTH_ECHO_RID, "echo", json!({})));
+    assert_eq!(refused.status, 401);
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn osdk_oauth_confidential_client_uses_basic_auth_and_runs_a_strict_execute() {
+    let osdk = repo().join("fixtures/ts/node_modules/@osdk/oauth");
+    require(&osdk, "npm @osdk/oauth");
+    let server = auth_server();
+    let (host, ca) = tls_endpoint(&server);
+    let mut cmd = Command::new("node");
+    cmd.arg("fixtures/ts/oauth-client.mjs")
+        .env("EMULATOR_HOST", &host)
+        .env("EMULATOR_CA", &ca)
+        .env("NODE_EXTRA_CA_CERTS", &ca)
+        .env("CLIENT_ID", "ci-app")
+        .env("CLIENT_SECRET", "s3cr3t+/= x")
+        .env("DEPLOYED_APP_RID", AUTH_ECHO_RID);
+    let out = run_client(cmd, "@osdk/oauth createConfidentialOauthClient");
+    println!("@osdk/oauth: {out}");
+    assert_eq!(out["execute_status"], 200, "{out}");
+    assert_eq!(out["execute_body"], r#"{"msg":"hi"}"#, "{out}");
+}
+
+/// A Python module gets a token inside a job with the SDK's own `oauth()`, from the flags or
+/// from the seed's `oauth_client`, and the emulator accepts that token.
+#[cfg(feature = "tls")]
+#[test]
+fn python_module_obtains_a_token_with_the_sdk_oauth_inside_a_job() {
+    const RID: &str = "ri.foundry.main.deployed-app.py";
+    let python = repo().join(".venv/bin/python");
+    require(&python, "the Python virtualenv with the SDK");
+    let server = auth_server();
+    let app = {
+        let mut app = server.app_with_token("static-ci-token");
+        app.agent = agent_with_timeout(SDK_CLIENT_TIMEOUT);
+        app
+    };
+    let command = [python.to_str().unwrap(), "fixtures/python/oauth_module.py"];
+    // 1. The flags; 2. the seed's `oauth_client` of runtime `py-module` (no client flags).
+    let launches: [(&str, &[&str]); 2] = [
+        (
+            "sdk-oauth-flags",
+            &[
+                "--token",
+                "static-ci-token",
+                "--client-id",
+                "module-client",
+                "--client-secret",
+                "module-secret",
+            ],
+        ),
+        ("py-module", &["--token", "static-ci-token"]),
+    ];
+    for (runtime_id, flags) in launches {
+        let mut module =
+            Module::launch_as(&server, "python-oauth", runtime_id, RID, 1, flags, &command);
+        module.wait_connected(&server);
+        let resp = app.execute(&exec_body(
+            RID,
+            "token",
+            json!({"scopes": ["api:read-data"]}),
+        ));
+        assert_eq!(resp.status, 200, "{}: {}", runtime_id, resp.text());
+        let token = resp.json()["token"]
+            .as_str()
+            .unwrap_or_else(|| {
+                panic!(
+                    "{runtime_id}: the SDK's oauth() got no token: {}",
+                    resp.text()
+                )
+            })
+            .to_string();
+        assert!(token.starts_with("foundry_emulator_access_"), "{token}");
+        // That token is accepted, and acts for the module's client.
+        let echo = server.app_with_token(&token).execute(&exec_body(
+            AUTH_ECHO_RID,
+            "echo",
+            json!({"from": "module"}),
+        ));
+        assert_octets(&echo, br#"{"from":"module"}"#);
+        let me = send(
+            &agent(),
+            "GET",
+            &server.url("/multipass/api/me"),
+            &[("Authorization", &format!("Bearer {token}"))],
+            None,
+        );
+        assert_eq!(me.json()["username"], "module-client", "{runtime_id}");
+        drop(module);
+    }
 }

@@ -6,6 +6,9 @@ mod util;
 // Contour API: execute, submit, status, result/v2, bearer policy, deployed-app resolution.
 mod contour;
 
+// Authentication: the OAuth2 token endpoint, authorize, revoke, the current user, both modes.
+mod oauth;
+
 // The rest of the job service: cancel, status/v2, GET result, schemas, unknown functions.
 mod job_service;
 

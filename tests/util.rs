@@ -290,6 +290,9 @@ pub fn session_json(base: &str, id: &str, token: &str) -> Value {
 /// An emulator running in the test process. Dropping it shuts the server down and joins it.
 pub struct TestServer {
     running: Option<Running>,
+    /// The bearer the harness sends when it creates sessions: strict mode needs one (the
+    /// first configured token), permissive mode accepts any.
+    harness_bearer: String,
     pub base_url: String,
     pub addr: SocketAddr,
 }
@@ -306,8 +309,13 @@ impl TestServer {
             ..Config::default()
         };
         configure(&mut config);
+        let harness_bearer = format!(
+            "Bearer {}",
+            config.tokens.first().map_or(APP_TOKEN, String::as_str)
+        );
         let running = foundry_emulator::Emulator::start(config).expect("emulator starts");
         TestServer {
+            harness_bearer,
             base_url: running.base_url().to_string(),
             addr: running.addr(),
             running: Some(running),
@@ -408,7 +416,10 @@ impl TestServer {
             &agent(),
             "POST",
             &self.runtimes_url(),
-            &[("Content-Type", "application/json")],
+            &[
+                ("Content-Type", "application/json"),
+                ("Authorization", &self.harness_bearer),
+            ],
             Some(&serde_json::to_vec(body).unwrap()),
         )
     }

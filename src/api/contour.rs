@@ -13,11 +13,7 @@ use crate::jobs::{
 
 /// Rejects a request without an acceptable bearer token.
 fn authorize(app: &App, req: &Req) -> Result<(), Error> {
-    if app.bearer.allows(req.header("authorization")) {
-        Ok(())
-    } else {
-        Err(Error::InvalidToken)
-    }
+    app.auth.principal(req.header("authorization")).map(drop)
 }
 
 fn job_request(req: &Req, source: JobSource) -> Result<EnqueueRequest, Error> {

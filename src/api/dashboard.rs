@@ -66,7 +66,7 @@ fn url_part(text: &str) -> String {
     out
 }
 
-fn page(title: &str, body: &str) -> Reply {
+pub(crate) fn page(title: &str, body: &str) -> Reply {
     let html = format!(
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>{}</title>\
          <style>{STYLE}</style></head><body>{body}</body></html>",

@@ -7,6 +7,7 @@
 pub mod contour;
 pub mod dashboard;
 pub mod metrics;
+pub mod multipass;
 pub mod names;
 pub mod observe;
 
@@ -17,14 +18,14 @@ pub mod wire;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::auth::BearerPolicy;
+use crate::auth::Auth;
 use crate::http::{ClientGone, Handler, Permits, Reply, Req};
 use crate::jobs::{Abandon, JobTable};
 
 /// Everything a handler may use.
 pub struct App {
     pub table: Arc<JobTable>,
-    pub bearer: BearerPolicy,
+    pub auth: Arc<Auth>,
     /// Base of the runtime URIs handed out, without a trailing slash.
     pub public_url: String,
     pub execute_timeout: Duration,
@@ -37,6 +38,8 @@ pub struct App {
     pub listen_url: String,
     /// Set once the TLS listener runs (`--tls-port`); read by `GET /_emulate/info`.
     pub tls: OnceLock<TlsInfo>,
+    /// Runtimes that run inside the emulator (seeded `builtin`/`exec`): never reset over HTTP.
+    pub builtin_runtimes: Vec<String>,
     /// Request counts and wait times for `GET /metrics`.
     pub metrics: metrics::Metrics,
 }
@@ -53,8 +56,8 @@ pub struct TlsInfo {
 /// listens on 127.0.0.1 by default); in strict mode (tokens configured) they need an
 /// accepted bearer token, like the Contour routes.
 pub fn emulate_access(app: &App, req: &Req) -> Result<(), crate::error::Error> {
-    if app.bearer.is_strict() && !app.bearer.allows(req.header("authorization")) {
-        return Err(crate::error::Error::InvalidToken);
+    if app.auth.is_strict() {
+        app.auth.principal(req.header("authorization"))?;
     }
     Ok(())
 }

@@ -16,9 +16,19 @@ fn module_token(req: &Req) -> Option<&str> {
     req.header("module-auth-token")
 }
 
-/// `POST /runtimes`: create or reset a session.
+/// `POST /runtimes`: create or reset a session. In strict mode only a caller with an
+/// accepted bearer may (else anyone could bind a victim's app to their own runtime and
+/// receive its callers' tokens); a built-in runtime is never reset over HTTP (its thread
+/// holds the session's token and would stop for good).
 pub fn create(app: &App, req: Req) -> Result<Reply, Error> {
+    super::emulate_access(app, &req)?;
     let body = wire::CreateRuntimeBody::parse(&req.body)?;
+    if app.builtin_runtimes.contains(&body.runtime_id) {
+        return Err(Error::Conflict(format!(
+            "The runtime '{}' is built into the emulator: its session cannot be created or reset over HTTP.",
+            body.runtime_id.escape_debug()
+        )));
+    }
     let spec = SessionSpec {
         runtime_id: body.runtime_id.clone(),
         display_name: body.display_name,
@@ -37,10 +47,22 @@ pub fn create(app: &App, req: Req) -> Result<Reply, Error> {
         log::info!("runtime '{shown}' created");
     }
     let base = format!("{}{RUNTIMES_PATH}", app.public_url);
-    Ok(Reply::json(
-        200,
-        &wire::session(&body.runtime_id, session.token.expose(), &base),
+    let mut answer = serde_json::to_value(wire::session(
+        &body.runtime_id,
+        session.token.expose(),
+        &base,
     ))
+    .map_err(|e| Error::Internal(e.to_string()))?;
+    // The seeded client this runtime's module acts as: the `module` launcher sets its
+    // CLIENT_ID and CLIENT_SECRET from here. (Seeded clients mean strict mode, so only a
+    // caller with an accepted bearer gets this far.)
+    if let Some(client) = app.auth.runtime_client(&body.runtime_id) {
+        answer["oauthClient"] = serde_json::json!({
+            "clientId": client.client_id,
+            "clientSecret": client.client_secret.as_ref().map(|s| s.expose()),
+        });
+    }
+    Ok(Reply::json(200, &answer))
 }
 
 /// `GET /runtimes/:id/job`: the oldest queued job, else a long poll held here until a job
@@ -119,8 +141,10 @@ pub fn restart(app: &App, req: Req, runtime_id: &str) -> Result<Reply, Error> {
     Ok(Reply::json(200, &failed))
 }
 
-/// `GET /runtimes/:id/jobs/:jobId`: inspection, no token needed.
-pub fn inspect(app: &App, runtime_id: &str, job_id: &str) -> Result<Reply, Error> {
+/// `GET /runtimes/:id/jobs/:jobId`: inspection; no token in permissive mode, an accepted
+/// bearer in strict mode.
+pub fn inspect(app: &App, req: Req, runtime_id: &str, job_id: &str) -> Result<Reply, Error> {
+    super::emulate_access(app, &req)?;
     let (runtime, job) = app.table.inspect(runtime_id, &JobId::from_client(job_id))?;
     Ok(Reply::json(200, &wire::inspection(&runtime, &job)))
 }

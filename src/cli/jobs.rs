@@ -34,15 +34,18 @@ pub fn emulator_url(flag: Option<String>) -> String {
     .unwrap_or_else(|| DEFAULT_EMULATOR.to_string())
 }
 
+/// The bearer token from a flag, `FOUNDRY_TOKEN`, or the default.
+pub fn bearer_token(flag: Option<String>) -> String {
+    flag.or_else(|| {
+        std::env::var("FOUNDRY_TOKEN")
+            .ok()
+            .filter(|s| !s.is_empty())
+    })
+    .unwrap_or_else(|| DEFAULT_TOKEN.to_string())
+}
+
 fn client(emulator: Option<String>, token: Option<String>, timeout: Duration) -> Client {
-    let token = token
-        .or_else(|| {
-            std::env::var("FOUNDRY_TOKEN")
-                .ok()
-                .filter(|s| !s.is_empty())
-        })
-        .unwrap_or_else(|| DEFAULT_TOKEN.to_string());
-    Client::new(&emulator_url(emulator), &token, timeout)
+    Client::new(&emulator_url(emulator), &bearer_token(token), timeout)
 }
 
 // argh has no flattening, so each subcommand repeats the flags it shares (`--emulator`,

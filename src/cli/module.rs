@@ -41,6 +41,17 @@ pub struct ModuleArgs {
     #[argh(option)]
     /// CA file the module trusts (default: the emulator's generated CA)
     ca_path: Option<PathBuf>,
+    #[argh(option)]
+    /// bearer token that creates the session (env FOUNDRY_TOKEN; default "emulator"); strict
+    /// mode needs an accepted one
+    token: Option<String>,
+    #[argh(option)]
+    /// OAuth2 client id the module acts as: sets CLIENT_ID (default: the runtime's seeded
+    /// oauth_client)
+    client_id: Option<String>,
+    #[argh(option)]
+    /// that client's secret: sets CLIENT_SECRET
+    client_secret: Option<String>,
     #[argh(positional, greedy)]
     /// the module command and its arguments
     command: Vec<String>,
@@ -71,6 +82,17 @@ pub struct ModuleEnvArgs {
     #[argh(option)]
     /// CA file the module trusts (default: the emulator's generated CA)
     ca_path: Option<PathBuf>,
+    #[argh(option)]
+    /// bearer token that creates the session (env FOUNDRY_TOKEN; default "emulator"); strict
+    /// mode needs an accepted one
+    token: Option<String>,
+    #[argh(option)]
+    /// OAuth2 client id the module acts as: sets CLIENT_ID (default: the runtime's seeded
+    /// oauth_client)
+    client_id: Option<String>,
+    #[argh(option)]
+    /// that client's secret: sets CLIENT_SECRET
+    client_secret: Option<String>,
 }
 
 /// What both subcommands need to build the environment.
@@ -81,6 +103,9 @@ struct Session<'a> {
     emulator: Option<String>,
     concurrency: usize,
     ca_path: Option<PathBuf>,
+    token: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
 }
 
 pub fn module(args: ModuleArgs) -> Result<ExitCode, CliError> {
@@ -96,6 +121,9 @@ pub fn module(args: ModuleArgs) -> Result<ExitCode, CliError> {
         emulator: args.emulator.clone(),
         concurrency: args.concurrency,
         ca_path: args.ca_path.clone(),
+        token: args.token.clone(),
+        client_id: args.client_id.clone(),
+        client_secret: args.client_secret.clone(),
     })?;
     let mut command = Command::new(program);
     command.args(rest).envs(env);
@@ -110,6 +138,9 @@ pub fn module_env(args: ModuleEnvArgs) -> Result<ExitCode, CliError> {
         emulator: args.emulator,
         concurrency: args.concurrency,
         ca_path: args.ca_path,
+        token: args.token,
+        client_id: args.client_id,
+        client_secret: args.client_secret,
     })?;
     for (name, value) in env {
         println!("export {name}={}", shell_quote(&value));
@@ -138,7 +169,8 @@ fn run(mut command: Command, program: &str) -> Result<ExitCode, CliError> {
 /// Creates the session and returns every variable both SDKs read, in a stable order.
 fn environment(session: Session<'_>) -> Result<Vec<(String, String)>, CliError> {
     let base = emulator_url(session.emulator);
-    let client = Client::new(&base, "module-launcher", Duration::from_secs(30));
+    let bearer = super::jobs::bearer_token(session.token);
+    let client = Client::new(&base, &bearer, Duration::from_secs(30));
     let fail = |e: crate::client::ClientError| CliError(format!("{base}: {e}"));
     let info = client.info().map_err(fail)?;
     let mut body = json!({"runtimeId": session.runtime_id});
@@ -174,6 +206,7 @@ fn environment(session: Session<'_>) -> Result<Vec<(String, String)>, CliError> 
         .map(|p| p.display().to_string())
         .or_else(|| info["ca_path"].as_str().map(str::to_string))
         .unwrap_or_default();
+    let hostname = format!("{host}:{port}");
     let mut env = vec![
         ("RUNTIME_HOST".to_string(), host.clone()),
         ("RUNTIME_PORT".to_string(), port),
@@ -193,6 +226,14 @@ fn environment(session: Session<'_>) -> Result<Vec<(String, String)>, CliError> 
             session.concurrency.max(1).to_string(),
         ),
     ];
+    // The platform SDK's `FoundryClient()` and `compute_modules.auth.oauth(hostname, …)`
+    // reach the token endpoint here: the emulator's HTTPS listener, which serves every route.
+    env.push(("FOUNDRY_HOSTNAME".to_string(), hostname));
+    env.extend(client_credentials(
+        &created,
+        session.client_id,
+        session.client_secret,
+    )?);
     // Set only when there is a CA: the TypeScript SDK would try to read an empty path.
     if !ca.is_empty() {
         env.push(("CONNECTIONS_TO_OTHER_PODS_CA_PATH".to_string(), ca.clone()));
@@ -214,6 +255,29 @@ fn environment(session: Session<'_>) -> Result<Vec<(String, String)>, CliError> 
     let no_proxy = hosts.join(",");
     env.push(("NO_PROXY".to_string(), no_proxy.clone()));
     env.push(("no_proxy".to_string(), no_proxy));
+    Ok(env)
+}
+
+/// CLIENT_ID and CLIENT_SECRET for the module's third-party-application calls: the flags, else
+/// the runtime's seeded `oauth_client` (in the session answer), else none.
+fn client_credentials(
+    created: &serde_json::Value,
+    id: Option<String>,
+    secret: Option<String>,
+) -> Result<Vec<(String, String)>, CliError> {
+    let seeded = |field: &str| created["oauthClient"][field].as_str().map(str::to_string);
+    let (id, secret) = match (id, secret) {
+        (Some(id), secret) => (Some(id), secret),
+        (None, Some(_)) => return Err(CliError("--client-secret needs --client-id".into())),
+        (None, None) => (seeded("clientId"), seeded("clientSecret")),
+    };
+    let mut env = Vec::new();
+    if let Some(id) = id {
+        env.push(("CLIENT_ID".to_string(), id));
+    }
+    if let Some(secret) = secret {
+        env.push(("CLIENT_SECRET".to_string(), secret));
+    }
     Ok(env)
 }
 

@@ -95,6 +95,12 @@ impl Reply {
 }
 
 impl Reply {
+    /// The same answer with one more header.
+    pub fn with_header(mut self, name: &'static str, value: &str) -> Reply {
+        self.headers.push((name, value.to_string()));
+        self
+    }
+
     /// Reports delivery of this answer to `report`.
     pub fn on_delivered(mut self, report: impl FnOnce(bool) + Send + 'static) -> Reply {
         self.on_delivered = Some(Box::new(report));
