@@ -145,6 +145,10 @@ pub struct SeedRuntime {
     /// `oauth_client`: the id of a seeded OAuth2 client whose credentials the `module`
     /// launcher hands this runtime's module (`CLIENT_ID`, `CLIENT_SECRET`).
     pub oauth_client: Option<String>,
+    /// `sources`: `{"<apiName>": <MountedSourceConfig>}` as the SDKs parse it (`secrets`,
+    /// `httpConnectionConfig`, …); the `module` launcher writes it to the module's
+    /// `SOURCE_CONFIGURATIONS_PATH` and `SOURCE_CREDENTIALS` files.
+    pub sources: Option<Value>,
 }
 
 /// A `deployed_apps[]` entry.
@@ -199,7 +203,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "ontology",
     "connections",
     "datasets",
-    "sources",
     "functions",
     "media_sets",
 ];
@@ -210,6 +213,7 @@ const RUNTIME_KEYS: &[&str] = &[
     "builtin",
     "exec",
     "oauth_client",
+    "sources",
 ];
 const APP_KEYS: &[&str] = &[
     "deployed_app_rid",
@@ -228,6 +232,7 @@ impl Seed {
             display_name: None,
             builtin: Some(builtin),
             oauth_client: None,
+            sources: None,
         });
         self.deployed_apps.push(SeedApp {
             deployed_app_rid: rid.to_string(),
@@ -320,6 +325,7 @@ impl Seed {
                 display_name: optional_string(obj, &at, "display_name")?,
                 builtin: builtin(obj, &at)?,
                 oauth_client: optional_string(obj, &at, "oauth_client")?,
+                sources: sources(obj, &at)?,
             });
             let named = seed.runtimes.last().and_then(|r| r.oauth_client.as_ref());
             if let Some(id) = named {
@@ -553,6 +559,32 @@ fn builtin(obj: &Map<String, Value>, at: &str) -> FieldResult<Option<Builtin>> {
         timeout,
         dir: None,
     })))
+}
+
+/// A runtime's `sources`: an object of source objects, each `secrets` an object of strings.
+fn sources(obj: &Map<String, Value>, at: &str) -> FieldResult<Option<Value>> {
+    let bad = |why: &str| Err((at.to_string(), "sources".to_string(), why.to_string()));
+    let Some(value) = obj.get("sources").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let Some(map) = value.as_object() else {
+        return bad("must be an object of sources by API name");
+    };
+    for (name, source) in map {
+        let Some(source) = source.as_object() else {
+            return bad(&format!("source '{name}' must be an object"));
+        };
+        match source.get("secrets") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(secrets)) if secrets.values().all(Value::is_string) => {}
+            Some(_) => {
+                return bad(&format!(
+                    "source '{name}': secrets must map names to strings"
+                ))
+            }
+        }
+    }
+    Ok(Some(value.clone()))
 }
 
 fn optional_string(obj: &Map<String, Value>, at: &str, field: &str) -> FieldResult<Option<String>> {

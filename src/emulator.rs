@@ -85,6 +85,12 @@ impl Emulator {
             table: table.clone(),
             auth: auth.clone(),
             builtin_runtimes: builtins.iter().map(|(id, _, _)| id.clone()).collect(),
+            runtime_sources: config
+                .seed
+                .runtimes
+                .iter()
+                .filter_map(|rt| Some((rt.runtime_id.clone(), rt.sources.clone()?)))
+                .collect(),
             public_url,
             execute_timeout: config.execute_timeout,
             poll_wait: config.poll_wait,

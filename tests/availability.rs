@@ -71,6 +71,7 @@ fn echo_server(configure: impl FnOnce(&mut Config)) -> TestServer {
             display_name: None,
             builtin: Some(Builtin::Echo),
             oauth_client: None,
+            sources: None,
         }],
         deployed_apps: vec![SeedApp {
             deployed_app_rid: ECHO_RID.to_string(),

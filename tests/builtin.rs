@@ -69,6 +69,7 @@ fn seed_with(runtime_id: &str, rid: &str, builtin: Builtin) -> Seed {
             display_name: Some(format!("built-in {runtime_id}")),
             builtin: Some(builtin),
             oauth_client: None,
+            sources: None,
         }],
         deployed_apps: vec![SeedApp {
             deployed_app_rid: rid.to_string(),

@@ -935,6 +935,14 @@ fn python_module_obtains_a_token_with_the_sdk_oauth_inside_a_job() {
             None,
         );
         assert_eq!(me.json()["username"], "module-client", "{runtime_id}");
+        // The seed gives py-module a source; the SDK reads it from the launcher's files.
+        let source = app.execute(&exec_body(RID, "source", json!({"name": "WeatherApi"})));
+        let want = if runtime_id == "py-module" {
+            json!({"secret": "sk-test-123", "config": {"region": "eu"}})
+        } else {
+            json!({"secret": null, "config": {}})
+        };
+        assert_json(&source.json(), &want, runtime_id);
         drop(module);
     }
 }

@@ -40,6 +40,8 @@ pub struct App {
     pub tls: OnceLock<TlsInfo>,
     /// Runtimes that run inside the emulator (seeded `builtin`/`exec`): never reset over HTTP.
     pub builtin_runtimes: Vec<String>,
+    /// Runtimes' seeded `sources`, handed to their module by the session answer.
+    pub runtime_sources: Vec<(String, serde_json::Value)>,
     /// Request counts and wait times for `GET /metrics`.
     pub metrics: metrics::Metrics,
 }

@@ -62,6 +62,14 @@ pub fn create(app: &App, req: Req) -> Result<Reply, Error> {
             "clientSecret": client.client_secret.as_ref().map(|s| s.expose()),
         });
     }
+    // Seeded sources, in the format the SDKs read (the launcher writes them to files).
+    if let Some((_, sources)) = app
+        .runtime_sources
+        .iter()
+        .find(|(id, _)| *id == body.runtime_id)
+    {
+        answer["sources"] = sources.clone();
+    }
     Ok(Reply::json(200, &answer))
 }
 

@@ -187,7 +187,11 @@ fn environment(session: Session<'_>) -> Result<Vec<(String, String)>, CliError> 
             .map(str::to_string)
             .ok_or_else(|| CliError(format!("{base}: the session answer has no '{name}'")))
     };
-    let token_file = write_token_file(session.runtime_id, &field("moduleAuthToken")?)?;
+    let token_file = write_private_file(
+        session.runtime_id,
+        "token",
+        field("moduleAuthToken")?.as_bytes(),
+    )?;
 
     // The Python SDK speaks only HTTPS to RUNTIME_HOST:RUNTIME_PORT (paths from the URIs);
     // the TypeScript SDK uses the full URIs, which stay on the plain listener.
@@ -239,6 +243,7 @@ fn environment(session: Session<'_>) -> Result<Vec<(String, String)>, CliError> 
         env.push(("CONNECTIONS_TO_OTHER_PODS_CA_PATH".to_string(), ca.clone()));
         env.push(("DEFAULT_CA_PATH".to_string(), ca));
     }
+    env.extend(source_files(session.runtime_id, &created)?);
     // A CI proxy must not intercept loopback traffic to the emulator.
     let existing = std::env::var("NO_PROXY")
         .or_else(|_| std::env::var("no_proxy"))
@@ -281,17 +286,50 @@ fn client_credentials(
     Ok(env)
 }
 
-/// Writes the token, without a newline, to a file only this user can read: one file per
-/// runtime id in one per-user directory, overwritten by each launch (the launcher execs, so it
-/// cannot clean up after itself; this keeps the files from piling up).
-fn write_token_file(runtime_id: &str, token: &str) -> Result<PathBuf, CliError> {
+/// The runtime's seeded sources (in the session answer) as the two files both SDKs read:
+/// `SOURCE_CONFIGURATIONS_PATH` (every source's mounted configuration) and
+/// `SOURCE_CREDENTIALS` (each source's `secrets`).
+fn source_files(
+    runtime_id: &str,
+    created: &serde_json::Value,
+) -> Result<Vec<(String, String)>, CliError> {
+    let Some(sources) = created["sources"].as_object() else {
+        return Ok(Vec::new());
+    };
+    let credentials: serde_json::Map<String, serde_json::Value> = sources
+        .iter()
+        .map(|(name, source)| {
+            let secrets = source.get("secrets").cloned().unwrap_or_else(|| json!({}));
+            (name.clone(), secrets)
+        })
+        .collect();
+    let configurations = serde_json::to_vec(sources).unwrap_or_default();
+    let credentials = serde_json::to_vec(&credentials).unwrap_or_default();
+    let configurations = write_private_file(runtime_id, "sources.json", &configurations)?;
+    let credentials = write_private_file(runtime_id, "source-credentials.json", &credentials)?;
+    Ok(vec![
+        (
+            "SOURCE_CONFIGURATIONS_PATH".to_string(),
+            configurations.display().to_string(),
+        ),
+        (
+            "SOURCE_CREDENTIALS".to_string(),
+            credentials.display().to_string(),
+        ),
+    ])
+}
+
+/// Writes `contents` (the token: without a newline) to a file only this user can read: one
+/// file per runtime id and kind in one per-user directory, overwritten by each launch (the
+/// launcher execs, so it cannot clean up after itself; this keeps the files from piling up).
+fn write_private_file(runtime_id: &str, kind: &str, contents: &[u8]) -> Result<PathBuf, CliError> {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "user".to_string());
     let dir = std::env::temp_dir().join(format!("foundry-emulator-modules-{user}"));
     // The launcher's pid (which the module keeps: `module` execs it) makes the name unique,
     // so two emulators' modules with the same runtime id never share a token file.
-    let path = dir.join(format!("{runtime_id}-{}.token", std::process::id()));
+    let path = dir.join(format!("{runtime_id}-{}.{kind}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
@@ -331,11 +369,11 @@ fn write_token_file(runtime_id: &str, token: &str) -> Result<PathBuf, CliError> 
             // Never follow a planted symlink in a shared temp directory.
             options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
         }
-        std::io::Write::write_all(&mut options.open(&path)?, token.as_bytes())
+        std::io::Write::write_all(&mut options.open(&path)?, contents)
     };
     write().map_err(|e| {
         CliError(format!(
-            "cannot write the token file {}: {e}",
+            "cannot write the {kind} file {}: {e}",
             path.display()
         ))
     })?;
