@@ -10,10 +10,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-/// Path prefix of the Contour routes.
-pub const CONTOUR: &str = "/contour-backend-multiplexer/api/module-group-multiplexer";
-/// Path prefix of the runtime routes.
-pub const RUNTIMES: &str = "/_emulate/foundry/compute-modules/runtimes";
+use crate::paths::{CONTOUR, RUNTIMES};
 
 /// What a call can fail with.
 #[derive(Debug)]

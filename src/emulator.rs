@@ -118,7 +118,8 @@ impl Emulator {
             }
             None => None,
         };
-        let http = HttpServer::start(listener, app, options)?;
+        let router = Arc::new(crate::router::Router(app.clone()));
+        let http = HttpServer::start(listener, router, options)?;
         // HTTPS connections are ordinary connections of the same server and workers.
         #[cfg(feature = "tls")]
         if let Some((listener, config)) = tls.as_mut().and_then(|t| t.take_listener()) {

@@ -31,6 +31,7 @@ pub mod http;
 mod ids;
 pub mod jobs;
 pub mod journal;
+pub mod paths;
 pub mod router;
 pub mod runtimes;
 #[cfg(unix)]

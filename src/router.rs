@@ -1,22 +1,18 @@
 //! The route table: one `match` on path segments, then the method check (404 versus 405),
-//! then the ids in the path.
+//! then the ids in the path. [`Router`] is the HTTP server's handler: a request comes down
+//! from the server to here, and from here to one handler in `api`; nothing calls back up.
 //!
 //! `HEAD` is allowed wherever `GET` is and runs the `GET` handler; the connection layer sends
 //! the answer's head only (RFC 9110 §9.3.2).
 
 use crate::api::contour::CancelRoute;
+use std::sync::Arc;
+
 use crate::api::names::{check_job_id, check_runtime_id};
 use crate::api::{contour, dashboard, metrics, multipass, observe, runtime, steer, App};
 use crate::error::Error;
-use crate::http::{Reply, Req};
-
-const CONTOUR: [&str; 3] = [
-    "contour-backend-multiplexer",
-    "api",
-    "module-group-multiplexer",
-];
-const RUNTIMES: [&str; 4] = ["_emulate", "foundry", "compute-modules", "runtimes"];
-const OAUTH2: [&str; 3] = ["multipass", "api", "oauth2"];
+use crate::http::{Handler, Reply, Req};
+use crate::paths::{CONTOUR_SEGMENTS, OAUTH2_SEGMENTS, RUNTIMES_SEGMENTS};
 
 const GET: &[&str] = &["GET", "HEAD"];
 const POST: &[&str] = &["POST"];
@@ -62,7 +58,7 @@ enum Route<'a> {
 
 /// Every route the emulator serves, with the methods it allows.
 fn match_path<'a>(segments: &'a [&'a str]) -> Option<(&'static [&'static str], Route<'a>)> {
-    if let Some(rest) = segments.strip_prefix(&CONTOUR[..]) {
+    if let Some(rest) = segments.strip_prefix(CONTOUR_SEGMENTS) {
         return match rest {
             ["compute-modules", "jobs", "execute"] => Some((POST, Route::Execute)),
             ["deployed-apps", "jobs", "execute"] => Some((POST, Route::Execute)),
@@ -78,7 +74,7 @@ fn match_path<'a>(segments: &'a [&'a str]) -> Option<(&'static [&'static str], R
             _ => None,
         };
     }
-    if let Some(rest) = segments.strip_prefix(&RUNTIMES[..]) {
+    if let Some(rest) = segments.strip_prefix(RUNTIMES_SEGMENTS) {
         return match rest {
             [] => Some((POST, Route::CreateRuntime)),
             [rt, "job"] => Some((GET, Route::Poll(rt))),
@@ -90,7 +86,7 @@ fn match_path<'a>(segments: &'a [&'a str]) -> Option<(&'static [&'static str], R
             _ => None,
         };
     }
-    if let Some(rest) = segments.strip_prefix(&OAUTH2[..]) {
+    if let Some(rest) = segments.strip_prefix(OAUTH2_SEGMENTS) {
         return match rest {
             ["token"] => Some((POST, Route::Token)),
             ["authorize"] => Some((GET, Route::Authorize)),
@@ -173,6 +169,15 @@ impl Route<'_> {
     }
 }
 
+/// The server's handler: every request enters the emulator here.
+pub struct Router(pub Arc<App>);
+
+impl Handler for Router {
+    fn handle(&self, req: Req) -> Reply {
+        route(&self.0, req)
+    }
+}
+
 /// Answers one request, and counts it by route class and status.
 pub fn route(app: &App, req: Req) -> Reply {
     let (class, reply) = dispatch(app, req);
@@ -180,24 +185,35 @@ pub fn route(app: &App, req: Req) -> Reply {
     reply
 }
 
+/// The route of a method and path, or the 404/405/400 it gets: (route class, route).
+fn resolve<'a>(
+    method: &str,
+    path: &str,
+    segments: &'a [&'a str],
+) -> (&'static str, Result<Route<'a>, Error>) {
+    let Some((allowed, route)) = match_path(segments) else {
+        let err = Error::NotFound(format!(
+            "No route for {} {}.",
+            method.escape_debug(),
+            path.escape_debug()
+        ));
+        return ("unmatched", Err(err));
+    };
+    let class = route.name();
+    if !allowed.contains(&method) {
+        return (class, Err(Error::MethodNotAllowed(allowed)));
+    }
+    (class, route.check_ids().map(|()| route))
+}
+
 fn dispatch(app: &App, req: Req) -> (&'static str, Reply) {
     let segments: Vec<String> = req.segments.clone();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let Some((allowed, route)) = match_path(&segments) else {
-        let err = Error::NotFound(format!(
-            "No route for {} {}.",
-            req.method.escape_debug(),
-            req.path.escape_debug()
-        ));
-        return ("unmatched", err.into());
+    let route = match resolve(&req.method, &req.path, &segments) {
+        (class, Ok(route)) => (class, route),
+        (class, Err(e)) => return (class, e.into()),
     };
-    let class = route.name();
-    if !allowed.contains(&req.method.as_str()) {
-        return (class, Error::MethodNotAllowed(allowed).into());
-    }
-    if let Err(e) = route.check_ids() {
-        return (class, e.into());
-    }
+    let (class, route) = route;
     let reply = match route {
         Route::Execute => contour::execute(app, req),
         Route::Poll(rt) => runtime::poll(app, req, rt),
@@ -237,4 +253,208 @@ fn dispatch(app: &App, req: Req) -> (&'static str, Reply) {
         Route::CurrentUser => multipass::current_user(app, req),
     };
     (class, reply.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Method × path → route class, or the error's status (and `Allow` for a 405).
+    #[test]
+    fn route_table() {
+        let c = crate::paths::CONTOUR;
+        let r = crate::paths::RUNTIMES;
+        // (method, path, route class, error status, `Allow` of a 405)
+        type Case = (
+            &'static str,
+            String,
+            &'static str,
+            Option<u16>,
+            Option<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "POST",
+                format!("{c}/compute-modules/jobs/execute"),
+                "execute",
+                None,
+                None,
+            ),
+            (
+                "POST",
+                format!("{c}/deployed-apps/jobs/execute"),
+                "execute",
+                None,
+                None,
+            ),
+            (
+                "POST",
+                format!("{c}/deployed-apps/jobs"),
+                "submit",
+                None,
+                None,
+            ),
+            ("GET", format!("{c}/jobs/j1/status"), "status", None, None),
+            ("HEAD", format!("{c}/jobs/j1/status"), "status", None, None),
+            (
+                "PUT",
+                format!("{c}/jobs/status/v2"),
+                "status_v2",
+                None,
+                None,
+            ),
+            ("PUT", format!("{c}/jobs/result/v2"), "result", None, None),
+            (
+                "GET",
+                format!("{c}/jobs/j1/result"),
+                "result_get",
+                None,
+                None,
+            ),
+            ("DELETE", format!("{c}/jobs/j1"), "cancel", None, None),
+            ("DELETE", format!("{c}/jobs"), "cancel", None, None),
+            (
+                "PUT",
+                format!("{c}/jobs/j1/soft-cancel"),
+                "soft_cancel",
+                None,
+                None,
+            ),
+            ("GET", format!("{c}/schemas"), "app_schemas", None, None),
+            (
+                "GET",
+                format!("{c}/compute-modules/jobs/execute"),
+                "execute",
+                Some(405),
+                Some("POST"),
+            ),
+            (
+                "POST",
+                format!("{c}/jobs/j1/status"),
+                "status",
+                Some(405),
+                Some("GET, HEAD"),
+            ),
+            ("POST", r.to_string(), "create_runtime", None, None),
+            ("GET", format!("{r}/rt/job"), "poll", None, None),
+            (
+                "POST",
+                format!("{r}/rt/schemas"),
+                "post_schemas",
+                None,
+                None,
+            ),
+            (
+                "POST",
+                format!("{r}/rt/results/j1"),
+                "post_result",
+                None,
+                None,
+            ),
+            ("POST", format!("{r}/rt/restart"), "restart", None, None),
+            ("GET", format!("{r}/rt/jobs/j1"), "inspect", None, None),
+            ("POST", format!("{r}/rt/jobs"), "runtime_direct", None, None),
+            (
+                "GET",
+                format!("{r}/rt/results/j1"),
+                "post_result",
+                Some(405),
+                Some("POST"),
+            ),
+            (
+                "POST",
+                "/multipass/api/oauth2/token".into(),
+                "oauth2_token",
+                None,
+                None,
+            ),
+            (
+                "GET",
+                "/multipass/api/oauth2/authorize".into(),
+                "oauth2_authorize",
+                None,
+                None,
+            ),
+            (
+                "POST",
+                "/multipass/api/oauth2/revoke_token".into(),
+                "oauth2_revoke",
+                None,
+                None,
+            ),
+            (
+                "GET",
+                "/multipass/api/oauth2/token".into(),
+                "oauth2_token",
+                Some(405),
+                Some("POST"),
+            ),
+            ("GET", "/multipass/api/me".into(), "me", None, None),
+            (
+                "GET",
+                "/api/v2/admin/users/getCurrent".into(),
+                "current_user",
+                None,
+                None,
+            ),
+            ("GET", "/_emulate".into(), "dashboard", None, None),
+            ("GET", "/_emulate/health".into(), "health", None, None),
+            ("GET", "/_emulate/info".into(), "info", None, None),
+            (
+                "GET",
+                "/_emulate/runtimes".into(),
+                "list_runtimes",
+                None,
+                None,
+            ),
+            ("GET", "/_emulate/jobs".into(), "list_jobs", None, None),
+            ("GET", "/_emulate/jobs/j1".into(), "job", None, None),
+            (
+                "GET",
+                "/_emulate/view/jobs/j1".into(),
+                "job_page",
+                None,
+                None,
+            ),
+            ("GET", "/metrics".into(), "metrics", None, None),
+            ("POST", "/_emulate/reset".into(), "reset", None, None),
+            ("PUT", "/_emulate/faults".into(), "faults", None, None),
+            ("DELETE", "/_emulate/faults".into(), "faults", None, None),
+            (
+                "POST",
+                "/_emulate/faults".into(),
+                "faults",
+                Some(405),
+                Some("GET, HEAD, PUT, DELETE"),
+            ),
+            ("GET", "/nope".into(), "unmatched", Some(404), None),
+            (
+                "GET",
+                format!("{c}/jobs/j1/status/extra"),
+                "unmatched",
+                Some(404),
+                None,
+            ),
+            ("GET", format!("{r}/../job"), "poll", Some(400), None),
+        ];
+        for (method, path, class, status, allow) in cases {
+            let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+            let (got_class, route) = resolve(method, &path, &segments);
+            assert_eq!(got_class, class, "{method} {path}");
+            match (route, status) {
+                (Ok(_), None) => {}
+                (Err(e), Some(want)) => {
+                    assert_eq!(e.status(), want, "{method} {path}: {e}");
+                    let allowed = e.headers().into_iter().find(|(n, _)| *n == "Allow");
+                    assert_eq!(
+                        allowed.map(|(_, v)| v),
+                        allow.map(str::to_string),
+                        "{method} {path}"
+                    );
+                }
+                (Ok(_), Some(want)) => panic!("{method} {path}: routed, want {want}"),
+                (Err(e), None) => panic!("{method} {path}: {e}"),
+            }
+        }
+    }
 }

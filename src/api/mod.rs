@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::auth::Auth;
-use crate::http::{ClientGone, Handler, Permits, Reply, Req};
+use crate::http::{ClientGone, Permits, Req};
 use crate::jobs::{Abandon, JobTable};
 
 /// Everything a handler may use.
@@ -69,12 +69,6 @@ pub fn deadline(from: Instant, wait: Duration) -> Instant {
     from.checked_add(wait)
         .or_else(|| from.checked_add(Duration::from_secs(365 * 24 * 3600)))
         .unwrap_or(from)
-}
-
-impl Handler for App {
-    fn handle(&self, req: Req) -> Reply {
-        crate::router::route(self, req)
-    }
 }
 
 /// A client that leaves ends the wait it was in (the job table only sees an `Abandon`).

@@ -10,9 +10,6 @@ use crate::error::Error;
 use crate::http::form::encode;
 use crate::http::{Form, Reply, Req};
 
-/// The path of the authorize page, for its own links.
-const AUTHORIZE_PATH: &str = "/multipass/api/oauth2/authorize";
-
 /// The form body of a token or revoke request.
 fn form_body(req: &Req) -> Result<Form, Error> {
     let media_type = req
@@ -99,7 +96,8 @@ pub fn authorize(app: &App, req: Req) -> Result<Reply, Error> {
     );
     for user in &users {
         let href = format!(
-            "{AUTHORIZE_PATH}?{}&login={}",
+            "{}/authorize?{}&login={}",
+            crate::paths::OAUTH2,
             query.join("&"),
             encode(&user.username)
         );

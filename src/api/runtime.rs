@@ -9,9 +9,6 @@ use crate::http::{Reply, Req};
 use crate::jobs::table::SessionSpec;
 use crate::jobs::{Dispatched, JobId, JobTable, Taker};
 
-/// Path of the runtime API, relative to the public base URL.
-pub const RUNTIMES_PATH: &str = "/_emulate/foundry/compute-modules/runtimes";
-
 fn module_token(req: &Req) -> Option<&str> {
     req.header("module-auth-token")
 }
@@ -46,7 +43,7 @@ pub fn create(app: &App, req: Req) -> Result<Reply, Error> {
     } else {
         log::info!("runtime '{shown}' created");
     }
-    let base = format!("{}{RUNTIMES_PATH}", app.public_url);
+    let base = format!("{}{}", app.public_url, crate::paths::RUNTIMES);
     let mut answer = serde_json::to_value(wire::session(
         &body.runtime_id,
         session.token.expose(),
