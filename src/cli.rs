@@ -11,6 +11,7 @@ mod module;
 
 use crate::config::{Config, Seed, TlsOptions};
 use crate::emulator::Emulator;
+use crate::jobs::table::Limits;
 use crate::runtimes::builtin::{Builtin, ExecSpec};
 
 /// Emulates Palantir Foundry compute-module job execution (Contour API and runtime API).
@@ -47,10 +48,10 @@ enum Command {
 #[argh(subcommand, name = "serve")]
 pub struct ServeArgs {
     /// address to bind (default 127.0.0.1)
-    #[argh(option, default = "String::from(\"127.0.0.1\")")]
+    #[argh(option, default = "Config::default().host")]
     host: String,
     /// port to bind; 0 picks a free one, printed at start-up (default 4000)
-    #[argh(option, default = "4000")]
+    #[argh(option, default = "Config::default().port")]
     port: u16,
     /// base URL of the runtime URIs handed to modules (default http://HOST:PORT)
     #[argh(option)]
@@ -66,13 +67,21 @@ pub struct ServeArgs {
     #[argh(option, default = "Config::default().wait_threads")]
     wait_threads: usize,
     /// seconds a sync execute waits for its job before 504 (default 30)
-    #[argh(option, default = "Duration::from_secs(30)", from_str_fn(parse_secs))]
+    #[argh(
+        option,
+        default = "Config::default().execute_timeout",
+        from_str_fn(parse_secs)
+    )]
     execute_timeout: Duration,
     /// seconds an empty job poll is held open before 204; 0 answers at once (default 10)
-    #[argh(option, default = "Duration::from_secs(10)", from_str_fn(parse_secs))]
+    #[argh(
+        option,
+        default = "Config::default().poll_wait",
+        from_str_fn(parse_secs)
+    )]
     poll_wait: Duration,
     /// largest accepted request body in bytes (default 67108864, 64 MiB)
-    #[argh(option, default = "64 * 1024 * 1024")]
+    #[argh(option, default = "Config::default().max_body")]
     max_body: u64,
     /// a static bearer token the Contour routes accept; repeatable; any token or seeded
     /// OAuth2 client makes authentication strict (see --strict-auth)
@@ -106,7 +115,7 @@ pub struct ServeArgs {
     )]
     shutdown_grace: Duration,
     /// seed of the fault-injection PRNG: the same rules and seed give the same faults (default 1)
-    #[argh(option, default = "crate::jobs::faults::DEFAULT_SEED")]
+    #[argh(option, default = "Config::default().fault_seed")]
     fault_seed: u64,
     /// append one JSON line per finished job to FILE (no payloads, never a token)
     #[argh(option)]
@@ -115,19 +124,23 @@ pub struct ServeArgs {
     #[argh(switch)]
     journal_payloads: bool,
     /// queued jobs per runtime before submits get 503 (default 10000)
-    #[argh(option, default = "10_000")]
+    #[argh(option, default = "Limits::default().max_queued")]
     max_queued: usize,
     /// finished jobs kept for status and result; the oldest go first (default 100000)
-    #[argh(option, default = "100_000")]
+    #[argh(option, default = "Limits::default().max_retained_jobs")]
     max_retained_jobs: usize,
     /// bytes of queries (all jobs) and results (finished jobs) kept; finished jobs are evicted oldest first (default 67108864, 64 MiB)
-    #[argh(option, default = "64 * 1024 * 1024")]
+    #[argh(option, default = "Limits::default().max_retained_bytes")]
     max_retained_bytes: u64,
     /// seconds a finished job is kept (default 3600)
-    #[argh(option, default = "Duration::from_secs(3600)", from_str_fn(parse_secs))]
+    #[argh(option, default = "Limits::default().job_ttl", from_str_fn(parse_secs))]
     job_ttl: Duration,
     /// seconds a running job may wait for its result before it fails (default 900)
-    #[argh(option, default = "Duration::from_secs(900)", from_str_fn(parse_secs))]
+    #[argh(
+        option,
+        default = "Limits::default().max_job_runtime",
+        from_str_fn(parse_secs)
+    )]
     max_job_runtime: Duration,
     /// hand runtimes jobs of query types their posted schemas do not name (by default such a
     /// job fails at submit, naming the known functions)
@@ -140,10 +153,10 @@ pub struct ServeArgs {
     #[argh(option)]
     exec_runtime: Vec<String>,
     /// jobs each --exec-runtime runs at once (default 1)
-    #[argh(option, default = "1")]
+    #[argh(option, default = "ExecSpec::DEFAULT_CONCURRENCY")]
     exec_concurrency: usize,
     /// seconds an --exec-runtime command may run before it is killed (default 30)
-    #[argh(option, default = "Duration::from_secs(30)", from_str_fn(parse_secs))]
+    #[argh(option, default = "ExecSpec::DEFAULT_TIMEOUT", from_str_fn(parse_secs))]
     exec_timeout: Duration,
     /// do not add the default echo runtime bound to ri.foundry.main.deployed-app.echo
     #[argh(switch)]
@@ -247,12 +260,14 @@ impl ServeArgs {
             tokens: self.token,
             strict_auth: self.strict_auth,
             token_ttl: self.token_ttl,
-            max_queued: self.max_queued,
-            max_retained_jobs: self.max_retained_jobs,
-            max_retained_bytes: self.max_retained_bytes,
-            job_ttl: self.job_ttl,
-            max_job_runtime: self.max_job_runtime,
-            allow_unknown_query_types: self.allow_unknown_query_types,
+            limits: Limits {
+                max_queued: self.max_queued,
+                max_retained_jobs: self.max_retained_jobs,
+                max_retained_bytes: self.max_retained_bytes,
+                job_ttl: self.job_ttl,
+                max_job_runtime: self.max_job_runtime,
+                allow_unknown_query_types: self.allow_unknown_query_types,
+            },
             io_timeout: self.io_timeout,
             shutdown_grace: self.shutdown_grace,
             tls,
@@ -379,5 +394,76 @@ fn wait_for_termination() -> Result<(), CliError> {
 fn wait_for_termination() -> Result<(), CliError> {
     loop {
         std::thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `serve --help` states each default; the values must be the ones `Config::default()`,
+    /// `Limits::default()` and `ExecSpec` give (the argh defaults read them).
+    #[test]
+    fn help_defaults_are_the_config_defaults() {
+        let help = match Args::from_args(&["foundry-emulator"], &["serve", "--help"]) {
+            Err(argh::EarlyExit { output, .. }) => output,
+            Ok(_) => panic!("--help parses as arguments"),
+        };
+        // One entry per option: its first line plus its indented continuation lines.
+        let mut entries: Vec<(String, String)> = Vec::new();
+        for line in help.lines() {
+            let trimmed = line.trim_start();
+            if line.starts_with("  --") {
+                let (flag, text) = trimmed.split_once(' ').unwrap_or((trimmed, ""));
+                entries.push((flag.to_string(), text.trim().to_string()));
+            } else if let Some((_, text)) = entries.last_mut().filter(|_| line.starts_with("    "))
+            {
+                text.push(' ');
+                text.push_str(trimmed);
+            }
+        }
+        let config = Config::default();
+        let limits = Limits::default();
+        let secs = |d: Duration| d.as_secs().to_string();
+        let want: Vec<(&str, String)> = vec![
+            ("--host", config.host.clone()),
+            ("--port", config.port.to_string()),
+            ("--threads", config.threads.to_string()),
+            ("--wait-threads", config.wait_threads.to_string()),
+            ("--execute-timeout", secs(config.execute_timeout)),
+            ("--poll-wait", secs(config.poll_wait)),
+            ("--max-body", config.max_body.to_string()),
+            ("--token-ttl", secs(config.token_ttl)),
+            ("--io-timeout", secs(config.io_timeout)),
+            ("--shutdown-grace", secs(config.shutdown_grace)),
+            ("--fault-seed", config.fault_seed.to_string()),
+            ("--max-queued", limits.max_queued.to_string()),
+            ("--max-retained-jobs", limits.max_retained_jobs.to_string()),
+            (
+                "--max-retained-bytes",
+                limits.max_retained_bytes.to_string(),
+            ),
+            ("--job-ttl", secs(limits.job_ttl)),
+            ("--max-job-runtime", secs(limits.max_job_runtime)),
+            (
+                "--exec-concurrency",
+                ExecSpec::DEFAULT_CONCURRENCY.to_string(),
+            ),
+            ("--exec-timeout", secs(ExecSpec::DEFAULT_TIMEOUT)),
+        ];
+        let stated: Vec<(String, String)> = entries
+            .iter()
+            .filter(|(flag, _)| flag != "--public-url")
+            .filter_map(|(flag, text)| {
+                let value = text.split("(default ").nth(1)?;
+                let value = value.split([')', ',']).next()?;
+                Some((flag.clone(), value.to_string()))
+            })
+            .collect();
+        let want: Vec<(String, String)> = want
+            .into_iter()
+            .map(|(flag, value)| (flag.to_string(), value))
+            .collect();
+        assert_eq!(stated, want, "serve --help's defaults versus the code's");
     }
 }

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 mod auth;
 
+use crate::jobs::table::Limits;
 use crate::runtimes::builtin::{Builtin, ExecSpec};
 
 /// Everything `Emulator::start` needs. Build it with `Config::default()` and adjust fields.
@@ -44,20 +45,9 @@ pub struct Config {
     pub strict_auth: bool,
     /// Life of an access token issued by the OAuth2 token endpoint. Default 1 h.
     pub token_ttl: Duration,
-    /// Queued jobs per runtime beyond which submits get 503. Default 10,000.
-    pub max_queued: usize,
-    /// Finished jobs kept for status and result; the oldest go first. Default 100,000.
-    pub max_retained_jobs: usize,
-    /// Bytes of queries (every job's) and results (finished jobs') kept: finished jobs are
-    /// evicted oldest first to stay under it. Default 64 MiB.
-    pub max_retained_bytes: u64,
-    /// How long a finished job is kept. Default 1 h.
-    pub job_ttl: Duration,
-    /// A running job with no result after this fails, so no client polls forever. Default 15 min.
-    pub max_job_runtime: Duration,
-    /// Hand a runtime jobs of query types its posted schemas do not name; by default such a
-    /// job fails at submit, naming the known functions. Default false.
-    pub allow_unknown_query_types: bool,
+    /// What the job table bounds (queue, retention, byte budget, job runtime); their
+    /// defaults are `Limits::default()`.
+    pub limits: Limits,
     /// Deadline for reading one whole request (from its first byte) and for writing one
     /// answer; a slower client has its connection closed. Default 60 s.
     pub io_timeout: Duration,
@@ -101,12 +91,7 @@ impl Default for Config {
             tokens: Vec::new(),
             strict_auth: false,
             token_ttl: Duration::from_secs(3600),
-            max_queued: 10_000,
-            max_retained_jobs: 100_000,
-            max_retained_bytes: 64 * 1024 * 1024,
-            job_ttl: Duration::from_secs(3600),
-            max_job_runtime: Duration::from_secs(15 * 60),
-            allow_unknown_query_types: false,
+            limits: Limits::default(),
             io_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
             tls: None,
@@ -528,7 +513,7 @@ fn builtin(obj: &Map<String, Value>, at: &str) -> FieldResult<Option<Builtin>> {
         }
     };
     let concurrency = match exec.get("concurrency") {
-        None => 1,
+        None => ExecSpec::DEFAULT_CONCURRENCY,
         Some(v) => match v.as_u64() {
             Some(n @ 1..=1024) => n as usize,
             _ => {
@@ -541,7 +526,7 @@ fn builtin(obj: &Map<String, Value>, at: &str) -> FieldResult<Option<Builtin>> {
         },
     };
     let timeout = match exec.get("timeout_secs") {
-        None => Duration::from_secs(30),
+        None => ExecSpec::DEFAULT_TIMEOUT,
         Some(v) => match v.as_f64() {
             Some(s) if s > 0.0 && s.is_finite() => Duration::from_secs_f64(s),
             _ => {

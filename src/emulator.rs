@@ -9,7 +9,7 @@ use crate::auth::{Auth, AuthSettings, Secret, StaticToken};
 use crate::config::Config;
 use crate::error::Error;
 use crate::http::{HttpServer, Permits, ServerOptions};
-use crate::jobs::table::{Limits, RuntimeView, SessionSpec};
+use crate::jobs::table::{RuntimeView, SessionSpec};
 use crate::jobs::{EnqueueRequest, JobId, JobSource, JobTable, JobView, Target};
 use crate::journal::Journal;
 use crate::runtimes::builtin::{self, Builtin};
@@ -51,14 +51,7 @@ impl Emulator {
             .trim_end_matches('/')
             .to_string();
 
-        let table = Arc::new(JobTable::new(Limits {
-            max_queued: config.max_queued,
-            max_retained_jobs: config.max_retained_jobs,
-            max_retained_bytes: config.max_retained_bytes,
-            job_ttl: config.job_ttl,
-            max_job_runtime: config.max_job_runtime,
-            allow_unknown_query_types: config.allow_unknown_query_types,
-        }));
+        let table = Arc::new(JobTable::new(config.limits.clone()));
         let builtins = seed(&table, &config);
         table.mark_seeded();
         table.seed_faults(config.fault_seed);

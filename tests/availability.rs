@@ -643,7 +643,7 @@ fn an_abandoned_poll_gives_its_job_to_a_live_poller() {
 fn max_queued_counts_only_queued_jobs() {
     const CAP: usize = 20;
     let _turn = take_turn();
-    let server = TestServer::start(|cfg| cfg.max_queued = CAP);
+    let server = TestServer::start(|cfg| cfg.limits.max_queued = CAP);
     let rt = server.runtime_bound("rt", RID);
     let app = server.app();
     // CAP jobs, each completed early by a result post while still queued.

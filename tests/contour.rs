@@ -522,7 +522,7 @@ fn reset_during_a_blocked_execute_of_a_queued_job_ends_it_as_job_failed() {
 
 #[test]
 fn max_queued_sheds_submits_with_503_and_creates_nothing() {
-    let server = TestServer::start(|cfg| cfg.max_queued = 2);
+    let server = TestServer::start(|cfg| cfg.limits.max_queued = 2);
     let rt = server.runtime_bound("rt", RID);
     let app = server.app();
     let first = app.submit_id(RID, "f", json!({}));

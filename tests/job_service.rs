@@ -485,7 +485,7 @@ fn an_unknown_function_failure_names_twenty_functions_and_counts_the_rest() {
 fn allow_unknown_query_types_hands_the_job_to_the_runtime() {
     let server = TestServer::start(|cfg| {
         cfg.poll_wait = Duration::ZERO;
-        cfg.allow_unknown_query_types = true;
+        cfg.limits.allow_unknown_query_types = true;
     });
     let rt = server.runtime_bound("rt", RID);
     let app = server.app();

@@ -10,7 +10,7 @@ const RID: &str = "ri.foundry.main.deployed-app.limits";
 
 #[test]
 fn evicted_jobs_answer_404_saying_they_expired_oldest_first() {
-    let server = TestServer::start(|cfg| cfg.max_retained_jobs = 2);
+    let server = TestServer::start(|cfg| cfg.limits.max_retained_jobs = 2);
     let rt = server.runtime_bound("rt", RID);
     let app = server.app();
     let ids: Vec<String> = (0..3)
@@ -36,7 +36,7 @@ fn evicted_jobs_answer_404_saying_they_expired_oldest_first() {
 
 #[test]
 fn job_ttl_expires_finished_jobs_without_any_request() {
-    let server = TestServer::start(|cfg| cfg.job_ttl = Duration::ZERO);
+    let server = TestServer::start(|cfg| cfg.limits.job_ttl = Duration::ZERO);
     let rt = server.runtime_bound("rt", RID);
     let app = server.app();
     let id = app.submit_id(RID, "q", json!({}));
@@ -55,7 +55,7 @@ fn job_ttl_expires_finished_jobs_without_any_request() {
 
 #[test]
 fn submits_past_the_queue_cap_get_503_and_queued_jobs_are_unharmed() {
-    let server = TestServer::start(|cfg| cfg.max_queued = 2);
+    let server = TestServer::start(|cfg| cfg.limits.max_queued = 2);
     let rt = server.runtime_bound("rt", RID);
     let app = server.app();
     let first = app.submit_id(RID, "q", json!({"n": 1}));
@@ -80,7 +80,7 @@ fn submits_past_the_queue_cap_get_503_and_queued_jobs_are_unharmed() {
 
 #[test]
 fn a_running_job_without_result_fails_after_max_job_runtime() {
-    let server = TestServer::start(|cfg| cfg.max_job_runtime = Duration::from_millis(100));
+    let server = TestServer::start(|cfg| cfg.limits.max_job_runtime = Duration::from_millis(100));
     let rt = server.runtime_bound("rt", RID);
     let app = server.app();
     let id = app.submit_id(RID, "q", json!({}));
@@ -205,7 +205,7 @@ fn a_request_pipelined_behind_a_waiting_execute_does_not_block_the_worker() {
 /// the result: the wait was registered with the job.
 #[test]
 fn an_execute_answers_its_result_even_when_the_job_is_evicted_at_once() {
-    let server = TestServer::start(|cfg| cfg.max_retained_jobs = 0);
+    let server = TestServer::start(|cfg| cfg.limits.max_retained_jobs = 0);
     let rt = server.runtime_bound("rt", RID);
     let app = server.app();
     std::thread::scope(|s| {
@@ -224,7 +224,7 @@ fn an_execute_answers_its_result_even_when_the_job_is_evicted_at_once() {
 fn queued_queries_count_against_the_byte_budget() {
     let query = json!({"pad": "x".repeat(1000)});
     let size = serde_json::to_string(&query).unwrap().len() as u64;
-    let server = TestServer::start(|cfg| cfg.max_retained_bytes = 3 * size);
+    let server = TestServer::start(|cfg| cfg.limits.max_retained_bytes = 3 * size);
     let rt = server.runtime_bound("rt", RID);
     let app = server.app();
     let queued: Vec<String> = (0..3)
@@ -256,7 +256,7 @@ fn queued_queries_count_against_the_byte_budget() {
 /// and the job fails saying why, so its application is answered.
 #[test]
 fn a_result_larger_than_the_byte_budget_is_413_and_fails_the_job() {
-    let server = TestServer::start(|cfg| cfg.max_retained_bytes = 4096);
+    let server = TestServer::start(|cfg| cfg.limits.max_retained_bytes = 4096);
     let rt = server.runtime_bound("rt", RID);
     let app = server.app();
     let id = app.submit_id(RID, "q", json!({}));

@@ -731,7 +731,7 @@ fn typescript_sdk_receives_unknown_functions_with_the_flag() {
         &repo().join("fixtures/ts/node_modules/@palantir/compute-module/package.json"),
         "the npm SDK",
     );
-    let server = sdk_server_with(|cfg| cfg.allow_unknown_query_types = true);
+    let server = sdk_server_with(|cfg| cfg.limits.allow_unknown_query_types = true);
     let app = sdk_app(&server);
     let mut module = Module::launch(
         &server,

@@ -41,6 +41,13 @@ pub struct ExecSpec {
     pub dir: Option<std::path::PathBuf>,
 }
 
+impl ExecSpec {
+    /// Jobs an `exec` runtime runs at once unless told (seed `concurrency`, `--exec-concurrency`).
+    pub const DEFAULT_CONCURRENCY: usize = 1;
+    /// How long a job's command may run unless told (seed `timeout_secs`, `--exec-timeout`).
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+}
+
 /// How much of stderr a failure message keeps.
 const STDERR_TAIL: usize = 2048;
 
