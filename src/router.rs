@@ -152,6 +152,20 @@ impl Route<'_> {
     }
 }
 
+/// The sink for a chunked request body as it arrives, if its route streams it: only a
+/// runtime's result post does (to a sync execute waiting on that job).
+pub fn observe_body(app: &App, req: &Req) -> Option<Box<dyn crate::http::BodySink>> {
+    let segments: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    match match_path(&segments) {
+        Some((_, Route::PostResult(rt, job))) if req.method == "POST" => {
+            let route = Route::PostResult(rt, job);
+            route.check_ids().ok()?;
+            runtime::observe_result(app, req, rt, job)
+        }
+        _ => None,
+    }
+}
+
 /// Answers one request, and counts it by route class and status.
 pub fn route(app: &App, req: Req) -> Reply {
     let (class, reply) = dispatch(app, req);

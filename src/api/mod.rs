@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::auth::BearerPolicy;
-use crate::http::{ClientGone, Handler, Permits, Reply, Req};
+use crate::http::{BodySink, ClientGone, Handler, Permits, Reply, Req};
 use crate::jobs::{Abandon, JobTable};
 
 /// Everything a handler may use.
@@ -69,6 +69,10 @@ pub fn deadline(from: Instant, wait: Duration) -> Instant {
 impl Handler for App {
     fn handle(&self, req: Req) -> Reply {
         crate::router::route(self, req)
+    }
+
+    fn observe_body(&self, req: &Req) -> Option<Box<dyn BodySink>> {
+        crate::router::observe_body(self, req)
     }
 }
 
