@@ -14,14 +14,14 @@ use crate::util::*;
 const RID: &str = "ri.foundry.main.deployed-app.streaming";
 
 /// The sync execute's answer as a raw client reads it.
-struct Answer {
-    reader: BufReader<TcpStream>,
-    status: u16,
-    headers: Vec<(String, String)>,
+pub struct Answer {
+    pub reader: BufReader<TcpStream>,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
 }
 
 impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -32,6 +32,12 @@ impl Answer {
 /// Sends a sync execute on a fresh connection (`Connection: close`), without reading.
 fn send_execute(addr: SocketAddr, version: &str) -> TcpStream {
     let body = serde_json::to_vec(&exec_body(RID, "chat", json!({}))).unwrap();
+    send_execute_body(addr, version, &body)
+}
+
+/// Sends a sync execute with this body (JSON text) on a fresh connection
+/// (`Connection: close`), without reading.
+pub fn send_execute_body(addr: SocketAddr, version: &str, body: &[u8]) -> TcpStream {
     let head = format!(
         "POST {CONTOUR}/compute-modules/jobs/execute {version}\r\nHost: 127.0.0.1\r\n\
          Authorization: Bearer {APP_TOKEN}\r\nContent-Type: application/json\r\n\
@@ -42,12 +48,12 @@ fn send_execute(addr: SocketAddr, version: &str) -> TcpStream {
     stream.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
     stream.set_write_timeout(Some(CLIENT_TIMEOUT)).unwrap();
     stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(&body).unwrap();
+    stream.write_all(body).unwrap();
     stream
 }
 
 /// Reads the answer's status line and headers.
-fn read_head(stream: TcpStream) -> Answer {
+pub fn read_head(stream: TcpStream) -> Answer {
     let mut reader = BufReader::new(stream);
     let mut status_line = String::new();
     reader.read_line(&mut status_line).expect("a status line");
@@ -76,7 +82,7 @@ fn read_head(stream: TcpStream) -> Answer {
 
 /// What the next chunk of a chunked body was.
 #[derive(Debug, PartialEq)]
-enum Chunk {
+pub enum Chunk {
     Data(Vec<u8>),
     /// The terminating chunk (and the empty trailer section).
     End,
@@ -84,7 +90,7 @@ enum Chunk {
     Closed,
 }
 
-fn read_chunk(answer: &mut Answer) -> Chunk {
+pub fn read_chunk(answer: &mut Answer) -> Chunk {
     let mut line = String::new();
     match answer.reader.read_line(&mut line) {
         Ok(0) => return Chunk::Closed,
@@ -117,7 +123,7 @@ fn read_chunk(answer: &mut Answer) -> Chunk {
 
 /// Reads chunks until `want.len()` bytes came (the server may split or join chunks of the
 /// post); they must be exactly `want`.
-fn expect_bytes(answer: &mut Answer, want: &[u8]) {
+pub fn expect_bytes(answer: &mut Answer, want: &[u8]) {
     let mut got = Vec::new();
     while got.len() < want.len() {
         match read_chunk(answer) {
@@ -129,7 +135,7 @@ fn expect_bytes(answer: &mut Answer, want: &[u8]) {
 }
 
 /// Asserts a streamed 200 head.
-fn assert_streamed_head(answer: &Answer) {
+pub fn assert_streamed_head(answer: &Answer) {
     assert_eq!(answer.status, 200, "{:?}", answer.headers);
     assert_eq!(answer.header("transfer-encoding"), Some("chunked"));
     assert_eq!(answer.header("content-length"), None);
