@@ -53,7 +53,7 @@ const LINGER_BYTES: usize = 1024 * 1024;
 
 /// Why an observed body broke off when the client closed (or the server dropped the
 /// connection) before its end.
-const BROKE_OFF: &str = "The connection closed before the whole body arrived.";
+pub(crate) const BROKE_OFF: &str = "The connection closed before the whole body arrived.";
 
 /// State shared by the accept thread, every connection thread and the server handle.
 pub(crate) struct Shared {
