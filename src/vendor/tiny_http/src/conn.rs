@@ -631,13 +631,15 @@ impl<S: Stream> Conn<S> {
                 log::debug!("a streamed answer ran out of time; closing it unfinished");
                 return false;
             }
-            let framed = match source.next(TICK.min(deadline - now)) {
+            // (bytes to write, whether they end the body)
+            let (framed, end) = match source.next(TICK.min(deadline - now)) {
+                // An empty chunk would read as the terminating one.
                 Piece::Data(data) if data.is_empty() => continue,
                 Piece::Data(data) => {
                     let mut framed = format!("{:x}\r\n", data.len()).into_bytes();
                     framed.extend_from_slice(&data);
                     framed.extend_from_slice(b"\r\n");
-                    framed
+                    (framed, false)
                 }
                 Piece::Wait => {
                     self.watch_client(gone);
@@ -646,13 +648,12 @@ impl<S: Stream> Conn<S> {
                     }
                     continue;
                 }
-                Piece::End => b"0\r\n\r\n".to_vec(),
+                Piece::End => (b"0\r\n\r\n".to_vec(), true),
                 Piece::Broken => {
                     log::debug!("a streamed answer's source broke; closing it unfinished");
                     return false;
                 }
             };
-            let end = framed == b"0\r\n\r\n";
             let written = self.write_all_until(&framed, deadline, &|| source.is_broken());
             match written {
                 Ok(()) if end => return true,
