@@ -395,3 +395,41 @@ fn a_reset_mid_stream_fails_the_job_and_truncates_the_answer() {
     assert_eq!(post.end().status, 404);
     server.assert_alive();
 }
+
+#[test]
+fn a_cancel_mid_stream_fails_the_job_and_truncates_the_answer() {
+    let (server, rt, execute, job) = executing("HTTP/1.1");
+    let mut post = Post::start(server.addr, &rt, &job);
+    post.chunk(b"before the cancel");
+    let mut answer = read_head(execute);
+    expect_bytes(&mut answer, b"before the cancel");
+    let app = server.app();
+    assert_no_content(&app.cancel(&job));
+    assert_eq!(
+        read_chunk(&mut answer),
+        Chunk::Closed,
+        "no terminating chunk"
+    );
+    let canceled = format!("Compute-module job '{job}' was canceled.");
+    assert_json(
+        &app.status_json(&job),
+        &json!({"type": "failed", "failed": {"message": canceled}}),
+        "status",
+    );
+    post.chunk(b"after");
+    assert_eq!(post.end().status, 409);
+}
+
+#[test]
+fn an_application_that_leaves_mid_stream_leaves_the_job_to_finish() {
+    let (server, rt, execute, job) = executing("HTTP/1.1");
+    let mut post = Post::start(server.addr, &rt, &job);
+    post.chunk(b"read ");
+    let mut answer = read_head(execute);
+    expect_bytes(&mut answer, b"read ");
+    drop(answer);
+    post.chunk(b"unread");
+    assert_eq!(post.end().status, 204);
+    server.wait_state(&job, JobState::Succeeded);
+    assert_octets(&server.app().result_by_id(&job), b"read unread");
+}
