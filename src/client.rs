@@ -192,12 +192,22 @@ impl Client {
         }
         .map_err(transport)?;
         let status = response.status().as_u16();
+        // The head came, so the emulator was reached: a body that fails now broke off (a
+        // streamed result whose job failed, or a connection lost mid-answer).
+        let broke_off = |e: ureq::Error| match e {
+            ureq::Error::Timeout(_) => ClientError::TimedOut(self.timeout),
+            e => ClientError::Transport(format!(
+                "the answer from the emulator at {} broke off before its end (a streamed \
+                 result whose job failed, or a lost connection): {e}",
+                self.base_url
+            )),
+        };
         let bytes = response
             .body_mut()
             .with_config()
             .limit(u64::MAX)
             .read_to_vec()
-            .map_err(transport)?;
+            .map_err(broke_off)?;
         if (200..300).contains(&status) {
             return Ok(bytes);
         }

@@ -433,3 +433,44 @@ fn an_application_that_leaves_mid_stream_leaves_the_job_to_finish() {
     server.wait_state(&job, JobState::Succeeded);
     assert_octets(&server.app().result_by_id(&job), b"read unread");
 }
+
+#[test]
+fn the_library_client_says_a_streamed_answer_broke_off() {
+    let server = TestServer::start(|_| {});
+    let rt = server.runtime_bound("rt", RID);
+    let base = server.base_url.clone();
+    let caller = std::thread::spawn(move || {
+        let client = foundry_emulator::client::Client::new(&base, APP_TOKEN, CLIENT_TIMEOUT);
+        let job = foundry_emulator::client::JobRequest {
+            deployed_app_rid: RID,
+            branch: None,
+            query_type: "chat",
+            query: "{}",
+        };
+        client.execute(&job)
+    });
+    let job = rt.next_job_id();
+    let mut post = Post::start(server.addr, &rt, &job);
+    post.chunk(b"part");
+    // The execute's worker answered (with the stream): its head is on its way.
+    let answered = r#"foundry_emulator_http_requests_total{route="execute",status="200"} 1"#;
+    wait_for("the execute to answer with its stream", || {
+        send(&agent(), "GET", &server.url("/metrics"), &[], None)
+            .text()
+            .lines()
+            .any(|line| line == answered)
+    });
+    drop(post);
+    let err = caller
+        .join()
+        .unwrap()
+        .expect_err("a broken-off answer is an error");
+    let said = err.to_string();
+    assert!(
+        said.starts_with(&format!(
+            "the answer from the emulator at {} broke off before its end",
+            server.base_url
+        )),
+        "{said}"
+    );
+}
