@@ -1,7 +1,8 @@
 //! HTTP plumbing: whole requests, replies, and the worker pool over the vendored tiny_http.
 //!
-//! **Boundary:** only `http::server` (and `ClientGone`, a wrapper) touches tiny_http; nothing
-//! here knows a route or a job.
+//! **Boundary:** only `http::server` (and the wrappers: `ClientGone`, `Reply::into_response`,
+//! and the body-in-pieces traits re-exported below) touches tiny_http; nothing here knows a
+//! route or a job. Handlers see tiny_http's types only through these names.
 
 pub mod reply;
 pub mod req;
