@@ -474,3 +474,23 @@ fn the_library_client_says_a_streamed_answer_broke_off() {
         "{said}"
     );
 }
+
+#[test]
+fn a_shutdown_mid_stream_truncates_the_answer_and_ends_within_the_grace() {
+    let mut server = TestServer::start(|cfg| cfg.shutdown_grace = std::time::Duration::ZERO);
+    let rt = server.runtime_bound("rt", RID);
+    let execute = send_execute(server.addr, "HTTP/1.1");
+    let job = rt.next_job_id();
+    let mut post = Post::start(server.addr, &rt, &job);
+    post.chunk(b"before the stop");
+    let mut answer = read_head(execute);
+    expect_bytes(&mut answer, b"before the stop");
+    // The module's post stays open: the stop must not wait for it past the grace.
+    server.shutdown();
+    assert_eq!(
+        read_chunk(&mut answer),
+        Chunk::Closed,
+        "no terminating chunk"
+    );
+    drop(post);
+}
