@@ -157,8 +157,7 @@ impl Route<'_> {
 pub fn observe_body(app: &App, req: &Req) -> Option<Box<dyn crate::http::BodySink>> {
     let segments: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     match match_path(&segments) {
-        Some((_, Route::PostResult(rt, job))) if req.method == "POST" => {
-            let route = Route::PostResult(rt, job);
+        Some((_, route @ Route::PostResult(rt, job))) if req.method == "POST" => {
             route.check_ids().ok()?;
             runtime::observe_result(app, req, rt, job)
         }

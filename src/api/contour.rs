@@ -1,9 +1,7 @@
 //! The Contour API, the application side: execute, submit, status, result, cancel and the
 //! deployed app's function schemas.
 
-use std::time::Instant;
-
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{wire, App};
 use crate::error::Error;
