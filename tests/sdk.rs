@@ -577,7 +577,7 @@ fn python_sdk_module_end_to_end() {
     execute_exact(&app, RID, "count", r#"{"n": 0}"#, b"");
     // The same, passed on to a raw-socket application item by item (a chat module's case).
     let gates = GateDir::new("python-stream");
-    streamed_execute(&server, RID, &gates, 3);
+    streamed_execute(&server, RID, &gates, 5);
 
     // The envelope's authHeader (the submitting request's Authorization) reaches the function.
     let (whoami_job, bytes) = submit_and_wait(&app, RID, "whoami", json!({}));
