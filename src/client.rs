@@ -19,6 +19,9 @@ pub enum ClientError {
     Transport(String),
     /// No answer within the client's timeout.
     TimedOut(Duration),
+    /// A 2xx answer whose body broke off before its end: a streamed result whose job failed
+    /// mid-stream, or a connection lost mid-answer; the whole sentence.
+    BrokeOff(String),
     /// The server answered with an error status; `body` is the raw error body.
     Api {
         status: u16,
@@ -31,7 +34,7 @@ pub enum ClientError {
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::Transport(why) => f.write_str(why),
+            ClientError::Transport(why) | ClientError::BrokeOff(why) => f.write_str(why),
             ClientError::TimedOut(after) => {
                 write!(f, "no answer within {} s", after.as_secs_f64())
             }
@@ -189,12 +192,22 @@ impl Client {
         }
         .map_err(transport)?;
         let status = response.status().as_u16();
+        // The head came, so the emulator was reached: a body that fails now broke off (a
+        // streamed result whose job failed, or a connection lost mid-answer).
+        let broke_off = |e: ureq::Error| match e {
+            ureq::Error::Timeout(_) => ClientError::TimedOut(self.timeout),
+            e => ClientError::BrokeOff(format!(
+                "the answer from the emulator at {} broke off before its end (a streamed \
+                 result whose job failed, or a lost connection): {e}",
+                self.base_url
+            )),
+        };
         let bytes = response
             .body_mut()
             .with_config()
             .limit(u64::MAX)
             .read_to_vec()
-            .map_err(transport)?;
+            .map_err(broke_off)?;
         if (200..300).contains(&status) {
             return Ok(bytes);
         }

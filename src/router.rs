@@ -176,6 +176,23 @@ impl Handler for Router {
     fn handle(&self, req: Req) -> Reply {
         route(&self.0, req)
     }
+
+    fn observe_body(&self, req: &Req) -> Option<Box<dyn crate::http::BodySink>> {
+        observe_body(&self.0, req)
+    }
+}
+
+/// The sink for a chunked request body as it arrives, if its route streams it: only a
+/// runtime's result post does (to a sync execute waiting on that job).
+pub fn observe_body(app: &App, req: &Req) -> Option<Box<dyn crate::http::BodySink>> {
+    let segments: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    match match_path(&segments) {
+        Some((_, route @ Route::PostResult(rt, job))) if req.method == "POST" => {
+            route.check_ids().ok()?;
+            runtime::observe_result(app, req, rt, job)
+        }
+        _ => None,
+    }
 }
 
 /// Answers one request, and counts it by route class and status.

@@ -1302,3 +1302,51 @@ fn the_readme_option_table_matches_serve_help() {
         "README option table vs `serve --help`"
     );
 }
+
+#[test]
+fn execute_of_a_streamed_result_that_breaks_off_exits_3_and_prints_nothing() {
+    const RID: &str = "ri.foundry.main.deployed-app.cli-stream";
+    let server = TestServer::start(|_| {});
+    let rt = server.runtime_bound("rt", RID);
+    let base = server.base_url.clone();
+    let execute = std::thread::spawn(move || {
+        run(&[
+            "execute",
+            "--emulator",
+            &base,
+            "--rid",
+            RID,
+            "--query-type",
+            "chat",
+        ])
+    });
+    let job = rt.next_job_id();
+    // A chunked post the module abandons after its first chunk.
+    let mut post = std::net::TcpStream::connect(server.addr).unwrap();
+    let head = format!(
+        "POST {RUNTIMES}/rt/results/{job} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Module-Auth-Token: {}\r\nTransfer-Encoding: chunked\r\n\r\n4\r\npart\r\n",
+        rt.token
+    );
+    post.write_all(head.as_bytes()).unwrap();
+    // The execute answered with the stream (its head is on its way) before the post drops.
+    let answered = r#"foundry_emulator_http_requests_total{route="execute",status="200"} 1"#;
+    wait_for("the execute to answer with its stream", || {
+        send(&agent(), "GET", &server.url("/metrics"), &[], None)
+            .text()
+            .lines()
+            .any(|line| line == answered)
+    });
+    drop(post);
+    let out = execute.join().unwrap();
+    out.expect_code(3).expect_stdout(b"");
+    let err = out.stderr_text();
+    let prefix = format!(
+        "foundry-emulator: the answer from the emulator at {} broke off before its end",
+        server.base_url
+    );
+    assert!(
+        err.starts_with(&prefix) && err.lines().count() == 1,
+        "{err:?}"
+    );
+}

@@ -86,6 +86,8 @@ struct Module {
     runtime_id: String,
     child: Child,
     log: PathBuf,
+    /// Killed (and reaped) already: its process group id may be reused.
+    killed: bool,
 }
 
 impl Module {
@@ -162,7 +164,23 @@ impl Module {
             runtime_id,
             child,
             log,
+            killed: false,
         }
+    }
+
+    /// Kills the module's whole process group (the module and, for Python, its worker
+    /// pool: their connections drop at once) and reaps it.
+    fn kill(&mut self) {
+        if self.killed {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.killed = true;
     }
 
     fn pid(&self) -> u32 {
@@ -210,12 +228,7 @@ impl Drop for Module {
     fn drop(&mut self) {
         // The launcher execs the module, so the child's pid is the module's and it leads the
         // process group: kill the group (Python's pool workers included), then reap.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         if thread::panicking() {
             eprintln!(
                 "---- {} module output ({}) ----\n{}",
@@ -586,6 +599,9 @@ fn python_sdk_module_end_to_end() {
         br#"{"i": 0}{"i": 1}{"i": 2}"#,
     );
     execute_exact(&app, RID, "count", r#"{"n": 0}"#, b"");
+    // The same, passed on to a raw-socket application item by item (a chat module's case).
+    let gates = GateDir::new("python-stream");
+    streamed_execute(&server, RID, &gates, 5);
 
     // The envelope's authHeader (the submitting request's Authorization) reaches the function.
     let (whoami_job, bytes) = submit_and_wait(&app, RID, "whoami", json!({}));
@@ -620,7 +636,7 @@ fn python_sdk_module_end_to_end() {
         &server,
         &module.runtime_id,
         &add_job,
-        &["echo", "add", "fails", "count", "whoami"],
+        &["echo", "add", "fails", "count", "gated", "whoami"],
     );
     let mut want_add = add_schema();
     want_add["ontologyProvenance"] = Value::Null;
@@ -644,6 +660,106 @@ fn python_sdk_module_end_to_end() {
     );
 
     assert_idle_cpu(&mut module);
+
+    // Last, since it ends the module: killed while it streams, the job fails and the
+    // application's answer ends without its terminating chunk.
+    let gates = GateDir::new("python-killed");
+    let (mut answer, job) = start_gated(&server, RID, &gates, 3);
+    crate::streaming::expect_bytes(&mut answer, br#"{"i": 0}"#);
+    module.kill();
+    use crate::streaming::{read_chunk, Chunk};
+    assert_eq!(
+        read_chunk(&mut answer),
+        Chunk::Closed,
+        "no terminating chunk"
+    );
+    let status = app.status_json(&job);
+    assert_eq!(status["type"], json!("failed"), "{status}");
+    let broke =
+        format!("The result stream of compute-module job '{job}' broke off before its end: ");
+    let message = status["failed"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with(&broke), "{status}");
+}
+
+/// A fresh directory for the `gated` fixture's gate files, removed when dropped.
+#[cfg(feature = "tls")] // only the Python test uses it, and the Python SDK needs TLS
+struct GateDir(PathBuf);
+
+#[cfg(feature = "tls")]
+impl GateDir {
+    fn new(name: &str) -> GateDir {
+        let dir = std::env::temp_dir().join(format!(
+            "foundry-emulator-sdk-gates-{}-{name}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the gate directory");
+        GateDir(dir)
+    }
+
+    /// Lets the `gated` function produce item `i`.
+    fn open(&self, i: usize) {
+        File::create(self.0.join(i.to_string())).expect("create a gate file");
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Drop for GateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts a sync execute of the `gated` streaming function (plain HTTP, raw socket) and
+/// reads the streamed head; returns the answer and the job's id (from the listing).
+#[cfg(feature = "tls")]
+fn start_gated(
+    server: &TestServer,
+    rid: &str,
+    gates: &GateDir,
+    n: usize,
+) -> (crate::streaming::Answer, String) {
+    let query = json!({"n": n, "gate": gates.0.to_str().expect("a UTF-8 temp path")});
+    let body = serde_json::to_vec(&exec_body(rid, "gated", query)).unwrap();
+    let stream = crate::streaming::send_execute_body(server.addr, "HTTP/1.1", &body);
+    stream
+        .set_read_timeout(Some(SDK_CLIENT_TIMEOUT))
+        .expect("a read timeout");
+    let answer = crate::streaming::read_head(stream);
+    crate::streaming::assert_streamed_head(&answer);
+    let listed = send(
+        &agent(),
+        "GET",
+        &server.url("/_emulate/jobs?query_type=gated&limit=1"),
+        &[],
+        None,
+    );
+    listed.expect_status(200);
+    let job = listed.json()["jobs"][0]["id"]
+        .as_str()
+        .expect("the gated job is listed")
+        .to_string();
+    (answer, job)
+}
+
+/// Each item of a `gated` execute reaches the application before the next is produced (the
+/// next gate opens only after the item was read); the answer ends whole, and the job keeps
+/// the concatenation.
+#[cfg(feature = "tls")]
+fn streamed_execute(server: &TestServer, rid: &str, gates: &GateDir, n: usize) {
+    let (mut answer, job) = start_gated(server, rid, gates, n);
+    let mut all = Vec::new();
+    for i in 0..n {
+        if i > 0 {
+            gates.open(i);
+        }
+        let item = format!(r#"{{"i": {i}}}"#);
+        crate::streaming::expect_bytes(&mut answer, item.as_bytes());
+        all.extend_from_slice(item.as_bytes());
+    }
+    use crate::streaming::{read_chunk, Chunk};
+    assert_eq!(read_chunk(&mut answer), Chunk::End, "the answer ends whole");
+    assert_octets(&server.app().result_by_id(&job), &all);
 }
 
 /// TypeScript SDK (`@palantir/compute-module` 0.2.7) from plain JavaScript. It uses the full

@@ -51,3 +51,6 @@ mod dashboard;
 
 // Steering from a test: runtime-direct jobs over HTTP.
 mod steer;
+
+// Streamed results: a runtime's chunked post passed on to the sync execute as it arrives.
+mod streaming;

@@ -585,3 +585,105 @@ fn a_chunked_result_posted_over_tls_arrives_intact() {
         "the stored result differs from the posted bytes"
     );
 }
+
+/// Reads one chunk of a chunked body on `https`: `Some(data)` (empty for the terminating
+/// chunk), `None` when the connection ends first (a truncated body).
+fn tls_chunk(https: &mut Https) -> Option<Vec<u8>> {
+    let mut line = String::new();
+    match https.io.read_line(&mut line) {
+        Ok(0) | Err(_) => return None,
+        Ok(_) => {}
+    }
+    let size = usize::from_str_radix(line.trim_end(), 16).expect("a chunk size");
+    let mut chunk = vec![0; size + 2];
+    https.io.read_exact(&mut chunk).ok()?;
+    assert_eq!(&chunk[size..], b"\r\n");
+    chunk.truncate(size);
+    Some(chunk)
+}
+
+#[test]
+fn a_streamed_result_over_tls_reaches_the_application_chunk_by_chunk_or_truncated() {
+    const RID: &str = "ri.foundry.main.deployed-app.tls-stream";
+    let running = start_generated();
+    let addr = running.tls_addr().expect("a TLS listener");
+    let config = trusting(&ca_of(&running));
+    let mut runtime = Https::connect(&config, addr, "localhost").expect("handshake");
+    let created = runtime.request(
+        "POST",
+        RUNTIMES,
+        &[("Content-Type", "application/json")],
+        format!(r#"{{"runtimeId":"rt","deployedAppRid":"{RID}"}}"#).as_bytes(),
+    );
+    assert_eq!(created.status, 200);
+    let token = created.json()["moduleAuthToken"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    for whole in [true, false] {
+        let mut app = Https::connect(&config, addr, "localhost").expect("handshake");
+        let body = format!(r#"{{"deployedAppRid":"{RID}","queryType":"chat"}}"#);
+        app.send(
+            &format!(
+                "POST /contour-backend-multiplexer/api/module-group-multiplexer/compute-modules/\
+                 jobs/execute HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer t\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            ),
+            body.as_bytes(),
+        );
+        // Poll until the execute's job arrives (a long poll answers 204 only when empty).
+        let job = loop {
+            let poll = runtime.request(
+                "GET",
+                &format!("{RUNTIMES}/rt/job"),
+                &[("Module-Auth-Token", &token)],
+                b"",
+            );
+            if poll.status == 200 {
+                break poll.json()["computeModuleJobV1"]["jobId"]
+                    .as_str()
+                    .expect("a job id")
+                    .to_string();
+            }
+            assert_eq!(poll.status, 204);
+        };
+        let mut post = Https::connect(&config, addr, "localhost").expect("handshake");
+        post.send(
+            &format!(
+                "POST {RUNTIMES}/rt/results/{job} HTTP/1.1\r\nHost: localhost\r\n\
+                 Module-Auth-Token: {token}\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ),
+            b"5\r\nhello\r\n",
+        );
+        assert_eq!(app.line(), "HTTP/1.1 200 OK");
+        loop {
+            let line = app.line();
+            if line.is_empty() {
+                break;
+            }
+            assert!(!line.to_ascii_lowercase().starts_with("content-length"));
+        }
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            got.extend(tls_chunk(&mut app).expect("a chunk"));
+        }
+        assert_eq!(got, b"hello");
+        if whole {
+            post.send("", b"6\r\n world\r\n0\r\n\r\n");
+            assert_eq!(post.response().status, 204);
+            let mut rest = Vec::new();
+            loop {
+                match tls_chunk(&mut app).expect("the body goes on") {
+                    chunk if chunk.is_empty() => break,
+                    chunk => rest.extend(chunk),
+                }
+            }
+            assert_eq!(rest, b" world");
+        } else {
+            // The module's connection drops mid-stream.
+            drop(post);
+            assert_eq!(tls_chunk(&mut app), None, "no terminating chunk");
+        }
+    }
+}

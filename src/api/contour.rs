@@ -1,12 +1,13 @@
 //! The Contour API, the application side: execute, submit, status, result, cancel and the
 //! deployed app's function schemas.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{wire, App};
 use crate::error::Error;
 use crate::http::server::PERMIT_PATIENCE;
-use crate::http::{Reply, Req};
+use crate::http::{BodySource, Piece, Reply, Req};
+use crate::jobs::stream::{StreamPiece, StreamReader};
 use crate::jobs::{
     EnqueueRequest, JobId, JobSource, JobState, Target, WaitOutcome, RESULT_PREVIEW,
 };
@@ -39,6 +40,14 @@ pub fn execute(app: &App, req: Req) -> Result<Reply, Error> {
 
 /// Enqueues `request` and answers as a sync execute does: the result bytes, 500
 /// `job_failed`, or 504 `job_timeout` at `req`'s arrival + `--execute-timeout`.
+///
+/// When the runtime posts the result chunked while this waits (and the client speaks
+/// HTTP/1.1), the answer is 200 with the result streamed as it arrives
+/// (`Transfer-Encoding: chunked`), written by the client's connection thread; it ends with
+/// the terminating chunk once the job succeeded, and without it (connection closed) if the
+/// job fails or the application reads too slowly (`jobs::stream::STREAM_BUFFER_MAX`). The
+/// streamed job keeps its whole result (for `result/v2`), since the application may have
+/// received only part of it.
 pub fn execute_and_wait(app: &App, req: &Req, request: EnqueueRequest) -> Result<Reply, Error> {
     // Take the wait place first: if there is none, nothing has been created yet.
     let _permit = app
@@ -46,11 +55,17 @@ pub fn execute_and_wait(app: &App, req: &Req, request: EnqueueRequest) -> Result
         .take_within(PERMIT_PATIENCE)
         .ok_or_else(|| app.execute_permits.overloaded())?;
     // Watched from the moment it exists: the job may end (and even be evicted) at once.
-    let watch = app.table.enqueue_watched(request)?;
+    let watch = match req.accepts_chunked {
+        true => app.table.enqueue_streamed(request)?,
+        false => app.table.enqueue_watched(request)?,
+    };
     let job = watch.id().clone();
     let deadline = super::deadline(req.received_at, app.execute_timeout);
     let started = Instant::now();
-    let outcome = app.table.wait_terminal(&watch, deadline, &req.gone);
+    let outcome = match req.accepts_chunked {
+        true => app.table.wait_answer(&watch, deadline, &req.gone),
+        false => app.table.wait_terminal(&watch, deadline, &req.gone),
+    };
     let waited = started.elapsed();
     app.metrics.execute_wait(waited);
     log::debug!(
@@ -70,8 +85,27 @@ pub fn execute_and_wait(app: &App, req: &Req, request: EnqueueRequest) -> Result
                 })))
             }
         },
+        WaitOutcome::Streaming(reader) => Ok(Reply::octets_streamed(Box::new(Streamed(reader)))),
         // Abandoned: the client left, so nobody reads this; the job goes on.
         WaitOutcome::TimedOut | WaitOutcome::Abandoned => Err(Error::JobTimeout(job)),
+    }
+}
+
+/// A streamed result as the connection layer reads it.
+struct Streamed(StreamReader);
+
+impl BodySource for Streamed {
+    fn next(&mut self, wait: Duration) -> Piece {
+        match self.0.next(wait) {
+            StreamPiece::Data(data) => Piece::Data(data),
+            StreamPiece::Wait => Piece::Wait,
+            StreamPiece::Whole => Piece::End,
+            StreamPiece::Broken => Piece::Broken,
+        }
+    }
+
+    fn is_broken(&self) -> bool {
+        self.0.is_broken()
     }
 }
 
@@ -80,6 +114,7 @@ fn outcome_name(outcome: &WaitOutcome) -> &'static str {
         WaitOutcome::Finished(_) => "finished",
         WaitOutcome::TimedOut => "timeout",
         WaitOutcome::Abandoned => "client gone",
+        WaitOutcome::Streaming(_) => "streaming",
     }
 }
 

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use super::{wire, App};
 use crate::error::Error;
-use crate::http::{Reply, Req};
+use crate::http::{BodySink, Reply, Req};
+use crate::jobs::stream::ResultStream;
 use crate::jobs::table::SessionSpec;
 use crate::jobs::{Dispatched, JobId, JobTable, Taker};
 
@@ -132,6 +133,67 @@ pub fn result(app: &App, mut req: Req, runtime_id: &str, job_id: &str) -> Result
         content_type,
     )?;
     Ok(Reply::empty(204))
+}
+
+/// The head of a chunked `POST /runtimes/:id/results/:jobId` was read: if a sync execute
+/// waits on that job (and the token is the runtime's), the sink that streams the body to it
+/// chunk by chunk. The post itself is still handled whole by [`result`], which stores it.
+/// Runs on the runtime's connection thread; takes the table lock once, briefly.
+pub fn observe_result(
+    app: &App,
+    req: &Req,
+    runtime_id: &str,
+    job_id: &str,
+) -> Option<Box<dyn BodySink>> {
+    let job = JobId::from_client(job_id);
+    let stream = app.table.open_stream(runtime_id, module_token(req), &job)?;
+    log::debug!("job {job}: its result post streams to its sync execute");
+    Some(Box::new(ResultSink {
+        table: app.table.clone(),
+        job,
+        stream,
+        open: true,
+    }))
+}
+
+/// A result post's chunks on their way to a sync execute's answer. Never blocks: pushing
+/// is bounded by the stream (cut off past its buffer, see `jobs::stream`).
+struct ResultSink {
+    table: Arc<JobTable>,
+    job: JobId,
+    stream: Arc<ResultStream>,
+    /// Neither `finish` nor `abort` came yet.
+    open: bool,
+}
+
+impl BodySink for ResultSink {
+    fn chunk(&mut self, data: &[u8]) {
+        self.stream.push(data);
+    }
+
+    /// The body is whole; the stream ends when `complete` stores it (or fails the job).
+    fn finish(&mut self) {
+        self.open = false;
+    }
+
+    fn abort(&mut self, reason: &str) {
+        self.open = false;
+        log::debug!(
+            "job {}: its streamed result post broke off: {reason}",
+            self.job
+        );
+        self.table.stream_broke(&self.job, &self.stream, reason);
+    }
+}
+
+impl Drop for ResultSink {
+    /// A sink dropped without an end (a panic on the connection thread) broke off too:
+    /// never a complete-looking answer.
+    fn drop(&mut self) {
+        if self.open {
+            self.abort("The result post ended without a reported end.");
+        }
+    }
 }
 
 /// `POST /runtimes/:id/restart`: running jobs fail; answers their ids.

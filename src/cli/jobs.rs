@@ -275,6 +275,11 @@ fn finish(outcome: Result<(), ClientError>, what: &str) -> Result<ExitCode, CliE
     match outcome {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(ClientError::Transport(why)) => Err(CliError(why)),
+        // Nothing was written to stdout: the bytes are printed only once whole.
+        Err(ClientError::BrokeOff(why)) => {
+            eprintln!("foundry-emulator: {why}");
+            Ok(ExitCode::from(EXIT_FAILED))
+        }
         Err(ClientError::TimedOut(after)) => {
             eprintln!(
                 "foundry-emulator: timed out after {} s waiting for {what}",

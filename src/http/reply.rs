@@ -30,6 +30,10 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Bytes,
+    /// When set, the body is this source instead of `body`: the connection thread writes it
+    /// with `Transfer-Encoding: chunked` as it comes, and closes the connection without the
+    /// terminating chunk if it breaks.
+    pub stream: Option<Box<dyn tiny_http::BodySource>>,
     /// Set on answers that hand something over (a job envelope): the connection thread
     /// reports whether they were delivered.
     pub on_delivered: Option<OnDelivered>,
@@ -41,6 +45,7 @@ impl std::fmt::Debug for Reply {
             .field("status", &self.status)
             .field("headers", &self.headers)
             .field("body", &self.body)
+            .field("streamed", &self.stream.is_some())
             .field("on_delivered", &self.on_delivered.is_some())
             .finish()
     }
@@ -59,6 +64,7 @@ impl Reply {
             status,
             headers: vec![("Content-Type", "application/json".to_string())],
             body: Bytes::Owned(body),
+            stream: None,
             on_delivered: None,
         }
     }
@@ -69,26 +75,37 @@ impl Reply {
             status: 200,
             headers: vec![("Content-Type", "application/octet-stream".to_string())],
             body: Bytes::Shared(bytes),
+            stream: None,
             on_delivered: None,
         }
     }
 
-    /// A status with no body (`204 No Content`).
+    /// Result bytes as `application/octet-stream`, written chunked as `source` produces
+    /// them.
+    pub fn octets_streamed(source: Box<dyn tiny_http::BodySource>) -> Reply {
+        let mut reply = Reply::octets(Arc::from(Vec::new()));
+        reply.stream = Some(source);
+        reply
+    }
+
     /// A body of the given media type (HTML, the metrics exposition).
     pub fn typed(status: u16, content_type: &str, body: String) -> Reply {
         Reply {
             status,
             headers: vec![("Content-Type", content_type.to_string())],
             body: Bytes::Owned(body.into_bytes()),
+            stream: None,
             on_delivered: None,
         }
     }
 
+    /// A status with no body (`204 No Content`).
     pub fn empty(status: u16) -> Reply {
         Reply {
             status,
             headers: Vec::new(),
             body: Bytes::Owned(Vec::new()),
+            stream: None,
             on_delivered: None,
         }
     }
@@ -122,6 +139,7 @@ impl Reply {
             .map(|(name, value)| (name.to_string(), value))
             .collect();
         response.close = close;
+        response.stream = self.stream;
         response.on_delivered = self.on_delivered;
         response
     }

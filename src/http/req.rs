@@ -52,6 +52,8 @@ pub struct Req {
     pub received_at: Instant,
     /// Fires when the client leaves before its answer.
     pub gone: ClientGone,
+    /// The client can read a chunked answer (HTTP/1.1; false for HTTP/1.0).
+    pub accepts_chunked: bool,
 }
 
 impl Req {
@@ -87,6 +89,7 @@ impl Req {
             body,
             received_at: Instant::now(),
             gone: ClientGone::never(),
+            accepts_chunked: true,
         }
     }
 

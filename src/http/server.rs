@@ -17,13 +17,20 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{ClientGone, Reply, Req};
+use super::{BodySink, ClientGone, Reply, Req};
 use crate::error::Error;
 
 /// The application behind the server.
 pub trait Handler: Send + Sync + 'static {
     /// Answers a request; may block in a bounded wait, holding a [`Permit`].
     fn handle(&self, req: Req) -> Reply;
+
+    /// Asked on a connection thread, once the head of a request with a chunked body was
+    /// read (`req` has no body yet), whether to see that body as it arrives; the request is
+    /// then handled whole as usual. Must not block. None by default.
+    fn observe_body(&self, _req: &Req) -> Option<Box<dyn BodySink>> {
+        None
+    }
 }
 
 /// Counts the requests that may block a worker in one kind of wait (sync executes, polls).
@@ -149,6 +156,7 @@ impl HttpServer {
                 max_body: options.max_body,
                 io_timeout: options.io_timeout,
                 idle_timeout: IDLE_TIMEOUT,
+                body_observer: Some(body_observer(handler.clone())),
                 ..tiny_http::ServerOptions::default()
             },
         )?);
@@ -204,6 +212,23 @@ impl HttpServer {
     }
 }
 
+/// The connection layer's hook for chunked bodies: the head as a body-less [`Req`], asked of
+/// the handler under `catch_unwind` (a panic means "not observed").
+fn body_observer<H: Handler>(handler: Arc<H>) -> tiny_http::BodyObserver {
+    tiny_http::BodyObserver(Arc::new(move |head: &tiny_http::framing::RequestHead| {
+        let headers = head
+            .headers
+            .iter()
+            .map(|(name, value)| (name.clone(), String::from_utf8_lossy(value).into_owned()))
+            .collect();
+        let req = Req::new(&head.method, &head.target, headers, Vec::new());
+        catch_unwind(AssertUnwindSafe(|| handler.observe_body(&req))).unwrap_or_else(|_| {
+            log::error!("a body observer panicked; the body is not observed");
+            None
+        })
+    }))
+}
+
 fn work<H: Handler>(server: &tiny_http::Server, handler: &H) {
     while let Some(raw) = server.recv() {
         serve(handler, raw);
@@ -213,8 +238,9 @@ fn work<H: Handler>(server: &tiny_http::Server, handler: &H) {
 /// Handles and answers one request.
 fn serve<H: Handler>(handler: &H, mut raw: tiny_http::Request) {
     let body = raw.take_body();
-    let req = Req::new(raw.method(), raw.url(), raw.headers().to_vec(), body)
+    let mut req = Req::new(raw.method(), raw.url(), raw.headers().to_vec(), body)
         .arrived(raw.received_at(), ClientGone::new(raw.gone_watch()));
+    req.accepts_chunked = raw.minor_version() >= 1;
     let (method, target) = (req.method.clone(), raw.url().to_string());
     let received_at = req.received_at;
     let reply = catch_unwind(AssertUnwindSafe(|| handler.handle(req))).unwrap_or_else(panic_reply);

@@ -4,6 +4,7 @@
 //! converts [`JobView`] into JSON by hand in `api::wire`.
 
 pub mod faults;
+pub mod stream;
 pub mod table;
 
 use std::fmt;

@@ -4,8 +4,10 @@
 //! and leaves the state consistent at every step, so a poisoned lock (a panic elsewhere while
 //! holding it) is recovered with `into_inner` instead of wedging every later request.
 //!
-//! **Invariant:** `wait_timeout` and blocking channel receives appear only in this file. Each
-//! blocking fn documents who wakes it, its deadline, and what reset and shutdown do to it.
+//! **Invariant:** `wait_timeout` and blocking channel receives appear only in this file and
+//! in `stream.rs` (a streamed result's reader, on a connection thread, on the stream's own
+//! leaf lock). Each blocking fn documents who wakes it, its deadline, and what reset and
+//! shutdown do to it.
 //!
 //! Long (about 1,500 lines) because every state change of a job happens under the one lock,
 //! and that lock lives here: sessions, the lifecycle, the waits, retention, faults and reset
@@ -13,6 +15,7 @@
 //! into modules over the shared `Inner` is the planned next step (issue 15).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -22,6 +25,7 @@ use serde_json::Value;
 use crate::auth::Secret;
 use crate::error::Error;
 use crate::jobs::faults::{Effect, FaultRule, Faults};
+use crate::jobs::stream::{ResultStream, StreamEnd, StreamReader};
 use crate::jobs::{
     now_millis, Cancellation, JobId, JobSource, JobState, JobView, DEFAULT_FAILURE, RESULT_PREVIEW,
 };
@@ -102,6 +106,10 @@ pub enum WaitOutcome {
     TimedOut,
     /// The waiter's caller gave up (its client left); the job stays and may still finish.
     Abandoned,
+    /// The job's result is being posted chunked: read it as it comes (only from
+    /// [`JobTable::wait_answer`]). The stream ends whole once the job succeeded, and broken
+    /// if it fails.
+    Streaming(StreamReader),
 }
 
 /// Lets a waiter's caller end a blocking wait early, e.g. because the HTTP client it waits
@@ -294,6 +302,11 @@ struct Job {
 struct Waiters {
     wake: Condvar,
     done: OnceLock<Box<JobView>>,
+    /// Set by `enqueue_streamed`, cleared (under the table lock) when its wait ends: a
+    /// chunked result post meanwhile streams to the waiter.
+    accepts_stream: AtomicBool,
+    /// The job's streamed result, set by `open_stream` (which notifies `wake`).
+    stream: OnceLock<Arc<ResultStream>>,
 }
 
 /// Jobs ordered for the two time limits; both are kept so expiry never scans the table.
@@ -453,6 +466,18 @@ impl JobTable {
     /// soon it comes (even if the job is evicted before the waiter first runs).
     pub fn enqueue_watched(&self, req: EnqueueRequest) -> Result<Watch, Error> {
         let waiters = Arc::new(Waiters::default());
+        let id = self.enqueue_inner(req, Some(waiters.clone()))?;
+        Ok(Watch { id, waiters })
+    }
+
+    /// [`JobTable::enqueue_watched`] for a waiter that will read a chunked result post as
+    /// it arrives ([`JobTable::wait_answer`]): from this moment until that wait ends, such a
+    /// post opens a stream to it ([`JobTable::open_stream`]), however soon it comes.
+    pub fn enqueue_streamed(&self, req: EnqueueRequest) -> Result<Watch, Error> {
+        let waiters = Arc::new(Waiters {
+            accepts_stream: AtomicBool::new(true),
+            ..Waiters::default()
+        });
         let id = self.enqueue_inner(req, Some(waiters.clone()))?;
         Ok(Watch { id, waiters })
     }
@@ -910,6 +935,69 @@ impl JobTable {
         inner.ledger.finished_bytes -= (full - RESULT_PREVIEW) as u64;
     }
 
+    /// A chunked result post for job `job_id` has begun (its head was read, on the runtime's
+    /// connection thread): if a sync execute waits on the job in [`JobTable::wait_answer`],
+    /// the stream it will read, which the post's chunks are pushed into. `None` (the post is
+    /// only stored whole, as any other) for a wrong runtime or token, a job that is unknown,
+    /// finished or canceled, one nobody waits on that way, or one already streamed.
+    /// Checks the token in constant time (`Secret::matches`), so an unauthenticated post
+    /// never reaches an application.
+    pub fn open_stream(
+        &self,
+        runtime_id: &str,
+        token: Option<&str>,
+        job_id: &JobId,
+    ) -> Option<Arc<ResultStream>> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.authorized(runtime_id, token).ok()?;
+        let job = inner.jobs.get(job_id)?;
+        if &*job.view.runtime_id != runtime_id
+            || job.view.state.is_terminal()
+            || job.view.canceled.is_some()
+        {
+            return None;
+        }
+        let waiters = job.waker.as_ref()?;
+        if !waiters.accepts_stream.load(Ordering::SeqCst) || waiters.stream.get().is_some() {
+            return None;
+        }
+        let stream = ResultStream::new();
+        let _ = waiters.stream.set(stream.clone());
+        waiters.wake.notify_all();
+        Some(stream)
+    }
+
+    /// The chunked post feeding `stream` broke off before its end (its connection closed, a
+    /// chunk could not be decoded, it passed `--max-body` or its `--io-timeout`): the job
+    /// fails, since part of its result may already have reached the application, whose
+    /// answer then ends truncated. `reason` is a sentence. Nothing happens if the job ended
+    /// meanwhile or another stream is its own.
+    pub fn stream_broke(&self, job_id: &JobId, stream: &Arc<ResultStream>, reason: &str) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(job) = inner.jobs.get_mut(job_id) else {
+            return;
+        };
+        let ours = job
+            .waker
+            .as_ref()
+            .and_then(|w| w.stream.get())
+            .is_some_and(|s| Arc::ptr_eq(s, stream));
+        if !ours || job.view.state.is_terminal() {
+            return;
+        }
+        let message = stream_broke_message(job_id, reason);
+        finish(
+            job,
+            JobState::Failed,
+            Some(message),
+            &mut inner.ledger,
+            &mut inner.registry,
+        );
+        inner.evict(&self.limits, Instant::now());
+    }
+
     /// Ends a job as `failed` with `message` unless it is already terminal (built-in runtimes).
     pub fn fail(
         &self,
@@ -1023,6 +1111,35 @@ impl JobTable {
         deadline: Instant,
         abandon: &dyn Abandon,
     ) -> WaitOutcome {
+        self.wait_inner(watch, deadline, abandon, false)
+    }
+
+    /// [`JobTable::wait_terminal`] for a caller that can pass a result on as it arrives (a
+    /// sync execute over HTTP/1.1, whose watch came from `enqueue_streamed`): it also ends,
+    /// with `Streaming`, when the job's runtime starts posting its result chunked
+    /// ([`JobTable::open_stream`]).
+    ///
+    /// # Blocking
+    /// As `wait_terminal`, and also woken by `open_stream` (the runtime's connection thread,
+    /// once the head of a chunked result post was read), which notifies the same condvar
+    /// under the lock. A job that ended first is answered whole (`Finished`). A stream cut
+    /// off before this waiter took it is not taken; the wait goes on for the job's end.
+    pub fn wait_answer(
+        self: &Arc<Self>,
+        watch: &Watch,
+        deadline: Instant,
+        abandon: &dyn Abandon,
+    ) -> WaitOutcome {
+        self.wait_inner(watch, deadline, abandon, true)
+    }
+
+    fn wait_inner(
+        self: &Arc<Self>,
+        watch: &Watch,
+        deadline: Instant,
+        abandon: &dyn Abandon,
+        streams: bool,
+    ) -> WaitOutcome {
         let waiters = &watch.waiters;
         {
             let (table, waiters) = (self.clone(), waiters.clone());
@@ -1036,6 +1153,14 @@ impl JobTable {
             // `finish` fills `done` before it notifies: no lookup needed, none can miss.
             if let Some(view) = waiters.done.get() {
                 break WaitOutcome::Finished(view.clone());
+            }
+            if let Some(reader) = waiters
+                .stream
+                .get()
+                .filter(|_| streams)
+                .and_then(|s| s.reader())
+            {
+                break WaitOutcome::Streaming(reader);
             }
             if abandon.is_abandoned() {
                 break WaitOutcome::Abandoned;
@@ -1051,6 +1176,8 @@ impl JobTable {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         };
+        // Nobody reads a stream that starts from now on.
+        waiters.accepts_stream.store(false, Ordering::SeqCst);
         drop(inner);
         // The waker holds an `Arc` of the table; it must not outlive the wait.
         abandon.clear();
@@ -1454,6 +1581,12 @@ impl Inner {
     }
 }
 
+/// The failure message of a job whose streamed result post broke off; `reason` is the
+/// connection layer's sentence.
+pub fn stream_broke_message(id: &JobId, reason: &str) -> String {
+    format!("The result stream of compute-module job '{id}' broke off before its end: {reason}")
+}
+
 /// The failure message of a job an application canceled.
 pub fn canceled_message(id: &JobId) -> String {
     format!("Compute-module job '{id}' was canceled.")
@@ -1521,6 +1654,13 @@ fn finish(
         let _ = journal.send(Box::new(job.view.clone()));
     }
     if let Some(waiters) = job.waker.take() {
+        // A streamed answer ends whole only now that the result is stored.
+        if let Some(stream) = waiters.stream.get() {
+            stream.end(match state {
+                JobState::Succeeded => StreamEnd::Whole,
+                _ => StreamEnd::Broken,
+            });
+        }
         let _ = waiters.done.set(Box::new(job.view.clone()));
         waiters.wake.notify_all();
     }

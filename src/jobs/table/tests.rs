@@ -1,6 +1,7 @@
 //! Unit tests of the job table: lifecycle, retention and the byte budget, waits, faults.
 
 use super::*;
+use crate::jobs::stream::StreamReader;
 
 fn table(limits: Limits) -> (JobTable, String) {
     let table = JobTable::new(limits);
@@ -355,4 +356,146 @@ fn an_unknown_function_fails_at_enqueue_once_schemas_are_posted() {
     assert_eq!(table.runtimes()[0].queued, 1, "only the job from before");
     assert_eq!(take(&table, &token).job_id, before);
     assert!(table.try_take("rt", Some(&token)).unwrap().job.is_none());
+}
+
+/// A sync execute's watch on a new job, taken by the module; its waiter runs on a thread in
+/// `wait_answer`, and this returns once it waits (so a stream can open).
+fn streamed_job(
+    table: &Arc<JobTable>,
+    token: &str,
+) -> (JobId, std::thread::JoinHandle<WaitOutcome>) {
+    let watch = table
+        .enqueue_streamed(EnqueueRequest {
+            target: Target::Runtime("rt".into()),
+            query_type: "q".into(),
+            query: "{}".into(),
+            source: JobSource::ContourSync,
+            auth_header: None,
+        })
+        .unwrap();
+    let id = watch.id().clone();
+    take(table, token);
+    let waiter = {
+        let table = table.clone();
+        std::thread::spawn(move || {
+            table.wait_answer(
+                &watch,
+                Instant::now() + Duration::from_secs(30),
+                &NeverAbandon,
+            )
+        })
+    };
+    (id, waiter)
+}
+
+fn streaming(outcome: WaitOutcome) -> StreamReader {
+    match outcome {
+        WaitOutcome::Streaming(reader) => reader,
+        other => panic!("want a stream, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_chunked_post_streams_to_the_waiting_execute_and_ends_whole_once_stored() {
+    let (table, token) = table(Limits::default());
+    let table = Arc::new(table);
+    let (id, waiter) = streamed_job(&table, &token);
+    assert!(table.open_stream("rt", Some("wrong"), &id).is_none());
+    assert!(table.open_stream("other", Some(&token), &id).is_none());
+    let stream = table
+        .open_stream("rt", Some(&token), &id)
+        .expect("a stream");
+    assert!(
+        table.open_stream("rt", Some(&token), &id).is_none(),
+        "one stream per job"
+    );
+    let mut reader = streaming(waiter.join().unwrap());
+    stream.push(b"ab");
+    assert_eq!(
+        reader.next(Duration::ZERO),
+        crate::jobs::stream::StreamPiece::Data(b"ab".to_vec())
+    );
+    stream.push(b"c");
+    table
+        .complete("rt", Some(&token), &id, b"abc".to_vec(), None)
+        .unwrap();
+    assert_eq!(
+        reader.next(Duration::ZERO),
+        crate::jobs::stream::StreamPiece::Data(b"c".to_vec())
+    );
+    assert_eq!(
+        reader.next(Duration::ZERO),
+        crate::jobs::stream::StreamPiece::Whole
+    );
+    assert_eq!(table.job(&id).unwrap().result.as_deref(), Some(&b"abc"[..]));
+}
+
+#[test]
+fn a_broken_off_stream_fails_its_job_and_its_answer() {
+    let (table, token) = table(Limits::default());
+    let table = Arc::new(table);
+    let (id, waiter) = streamed_job(&table, &token);
+    let stream = table.open_stream("rt", Some(&token), &id).unwrap();
+    let mut reader = streaming(waiter.join().unwrap());
+    stream.push(b"part");
+    table.stream_broke(&id, &stream, "The connection closed.");
+    assert_eq!(
+        reader.next(Duration::ZERO),
+        crate::jobs::stream::StreamPiece::Broken
+    );
+    let job = table.job(&id).unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(
+        job.error_message.as_deref(),
+        Some(stream_broke_message(&id, "The connection closed.").as_str())
+    );
+    assert_eq!(
+        table.complete("rt", Some(&token), &id, b"late".to_vec(), None),
+        Err(Error::result_conflict(&id))
+    );
+}
+
+#[test]
+fn nobody_waiting_means_no_stream_and_a_reset_breaks_one() {
+    let (table, token) = table(Limits::default());
+    let table = Arc::new(table);
+    // An async job: nobody reads a stream, the post is only stored whole.
+    let id = enqueue(&table).unwrap();
+    take(&table, &token);
+    assert!(table.open_stream("rt", Some(&token), &id).is_none());
+    // A streamed job ends broken when the emulator is reset.
+    let (id, waiter) = streamed_job(&table, &token);
+    let stream = table.open_stream("rt", Some(&token), &id).unwrap();
+    let mut reader = streaming(waiter.join().unwrap());
+    table.reset_to_seed();
+    assert_eq!(
+        reader.next(Duration::ZERO),
+        crate::jobs::stream::StreamPiece::Broken
+    );
+    // The post's break-off after the reset finds no job: nothing happens.
+    table.stream_broke(&id, &stream, "The connection closed.");
+}
+
+#[test]
+fn a_wait_that_ended_takes_no_stream() {
+    let (table, token) = table(Limits::default());
+    let table = Arc::new(table);
+    let watch = table
+        .enqueue_streamed(EnqueueRequest {
+            target: Target::Runtime("rt".into()),
+            query_type: "q".into(),
+            query: "{}".into(),
+            source: JobSource::ContourSync,
+            auth_header: None,
+        })
+        .unwrap();
+    take(&table, &token);
+    match table.wait_answer(&watch, Instant::now(), &NeverAbandon) {
+        WaitOutcome::TimedOut => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(
+        table.open_stream("rt", Some(&token), watch.id()).is_none(),
+        "the execute answered 504: a later post is stored whole, its break-off fails nothing"
+    );
 }

@@ -7,6 +7,11 @@
 //! pipelined request is never read while one is unanswered, and a slow or dead client costs
 //! only this thread, for at most `io_timeout` per request.
 //!
+//! PATCH (foundry-emulator), bodies in pieces: a chunked request body is shown to the
+//! server's [`BodySink`] (if its observer wants it) as each piece is decoded, and an answer
+//! with a [`BodySource`] is written chunked as the source produces it, still under the
+//! answer's one write deadline.
+//!
 //! The socket's read and write timeouts are one [`TICK`]: every blocking socket call returns
 //! at least that often, so the thread re-checks its deadline and the server's stop flags
 //! without any other wake-up mechanism.
@@ -18,6 +23,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::body::{BodySink, BodySource, Piece};
 use crate::framing::{self, BodyFraming, ChunkedDecoder, Rejection, RequestHead};
 use crate::queue::RequestQueue;
 use crate::request::{GoneWatch, Request, Response};
@@ -44,6 +50,10 @@ const PREALLOCATE_MAX: u64 = 1024 * 1024;
 /// parsed.
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 1024 * 1024;
+
+/// Why an observed body broke off when the client closed (or the server dropped the
+/// connection) before its end.
+pub(crate) const BROKE_OFF: &str = "The connection closed before the whole body arrived.";
 
 /// State shared by the accept thread, every connection thread and the server handle.
 pub(crate) struct Shared {
@@ -249,7 +259,17 @@ impl<S: Stream> Conn<S> {
             Ok(None) => return Next::Close,
             Err(rejection) => return Next::Refuse(rejection),
         };
-        let body = match self.read_body(&head, deadline) {
+        let mut sink = self.observe(&head);
+        let body = self.read_body(&head, deadline, &mut sink);
+        if let Some(sink) = sink.as_deref_mut() {
+            match &body {
+                Ok(Some(_)) => sink.finish(),
+                Ok(None) => sink.abort(BROKE_OFF),
+                Err(rejection) => sink.abort(&rejection.reason),
+            }
+        }
+        drop(sink);
+        let body = match body {
             Ok(Some(body)) => body,
             Ok(None) => return Next::Close,
             Err(rejection) => return Next::Refuse(rejection),
@@ -266,6 +286,7 @@ impl<S: Stream> Conn<S> {
                 .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
                 .collect(),
             body,
+            minor_version: head.minor_version,
             remote_addr: self.stream.socket().peer_addr().ok(),
             secure: self.stream.secure(),
             received_at: started,
@@ -284,7 +305,10 @@ impl<S: Stream> Conn<S> {
             // A client that left since the last tick must not be counted as served.
             self.watch_client(&gone);
         }
-        let written = self.write_response(&response, head_only, close);
+        let written = match response.stream.take() {
+            Some(source) => self.write_streamed(&response, source, head_only, close, &gone),
+            None => self.write_response(&response, head_only, close),
+        };
         response.delivered(written && !head_only && !gone.is_gone());
         if written && !close {
             Next::KeepAlive
@@ -358,11 +382,21 @@ impl<S: Stream> Conn<S> {
         }
     }
 
-    /// The whole body. `Ok(None)`: the client closed mid-body.
+    /// The sink the server's observer wants for this request's chunked body, if any.
+    fn observe(&self, head: &RequestHead) -> Option<Box<dyn BodySink>> {
+        match (&head.framing, &self.shared.options.body_observer) {
+            (BodyFraming::Chunked, Some(observer)) => (observer.0)(head),
+            _ => None,
+        }
+    }
+
+    /// The whole body. `Ok(None)`: the client closed mid-body. A chunked body is shown to
+    /// `sink` piece by piece as it is decoded.
     fn read_body(
         &mut self,
         head: &RequestHead,
         deadline: Instant,
+        sink: &mut Option<Box<dyn BodySink>>,
     ) -> Result<Option<Vec<u8>>, Rejection> {
         let max_body = self.shared.options.max_body;
         if let BodyFraming::Length(n) = head.framing {
@@ -382,7 +416,7 @@ impl<S: Stream> Conn<S> {
         match head.framing {
             BodyFraming::None => Ok(Some(Vec::new())),
             BodyFraming::Length(n) => self.read_length(n, deadline),
-            BodyFraming::Chunked => self.read_chunked(max_body, deadline),
+            BodyFraming::Chunked => self.read_chunked(max_body, deadline, sink),
         }
     }
 
@@ -427,14 +461,21 @@ impl<S: Stream> Conn<S> {
         &mut self,
         max_body: u64,
         deadline: Instant,
+        sink: &mut Option<Box<dyn BodySink>>,
     ) -> Result<Option<Vec<u8>>, Rejection> {
         let mut decoder = ChunkedDecoder::new();
         let mut body = Vec::new();
         loop {
+            let before = body.len();
             let (used, done) = decoder.decode(&self.buf, &mut body)?;
             self.buf.drain(..used);
             if body.len() as u64 > max_body {
                 return Err(too_large(max_body));
+            }
+            if let Some(sink) = sink.as_deref_mut() {
+                if body.len() > before {
+                    sink.chunk(&body[before..]);
+                }
             }
             if done {
                 return Ok(Some(body));
@@ -498,9 +539,9 @@ impl<S: Stream> Conn<S> {
         }
     }
 
-    /// Writes the answer; false if it could not be written whole in time.
-    fn write_response(&mut self, response: &Response, head_only: bool, close: bool) -> bool {
-        let body = (*response.body).as_ref();
+    /// The status line and headers of an answer, without the framing headers and the
+    /// blank line.
+    fn head_of(response: &Response) -> String {
         let mut head = format!(
             "HTTP/1.1 {} {}\r\nDate: {}\r\n",
             response.status,
@@ -516,6 +557,13 @@ impl<S: Stream> Conn<S> {
                 head.push_str("\r\n");
             }
         }
+        head
+    }
+
+    /// Writes the answer; false if it could not be written whole in time.
+    fn write_response(&mut self, response: &Response, head_only: bool, close: bool) -> bool {
+        let body = (*response.body).as_ref();
+        let mut head = Self::head_of(response);
         if response.status != 204 && response.status != 304 && response.status >= 200 {
             head.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
@@ -542,11 +590,97 @@ impl<S: Stream> Conn<S> {
         }
     }
 
+    /// PATCH (foundry-emulator): writes an answer whose body comes from `source`, chunked:
+    /// one chunk per piece as it comes, then the terminating chunk when the source ends
+    /// whole. True only if the whole body, terminating chunk included, was written.
+    ///
+    /// On false the caller closes the connection, so a client sees a body without its
+    /// terminating chunk: the source broke, the deadline passed (`io_timeout` from the start
+    /// of the answer, as for any answer), the client left, or the server forced the close.
+    ///
+    /// # Blocking
+    /// `source.next` for at most one tick at a time (woken by the source's producer), and
+    /// socket writes of one tick each; between ticks it re-checks the deadline, the forced
+    /// close, whether the client left (while waiting) and whether the source broke (while
+    /// writing to a slow client).
+    fn write_streamed(
+        &mut self,
+        response: &Response,
+        mut source: Box<dyn BodySource>,
+        head_only: bool,
+        close: bool,
+        gone: &GoneWatch,
+    ) -> bool {
+        let mut head = Self::head_of(response);
+        head.push_str("Transfer-Encoding: chunked\r\n");
+        if close {
+            head.push_str("Connection: close\r\n");
+        }
+        head.push_str("\r\n");
+        let deadline = Instant::now() + self.shared.options.io_timeout;
+        if let Err(e) = self.write_all_by(head.as_bytes(), deadline) {
+            log::debug!("writing a streamed answer's head failed: {e}");
+            return false;
+        }
+        if head_only {
+            return true;
+        }
+        loop {
+            let now = Instant::now();
+            if self.shared.forced() || now >= deadline {
+                log::debug!("a streamed answer ran out of time; closing it unfinished");
+                return false;
+            }
+            // (bytes to write, whether they end the body)
+            let (framed, end) = match source.next(TICK.min(deadline - now)) {
+                // An empty chunk would read as the terminating one.
+                Piece::Data(data) if data.is_empty() => continue,
+                Piece::Data(data) => {
+                    let mut framed = format!("{:x}\r\n", data.len()).into_bytes();
+                    framed.extend_from_slice(&data);
+                    framed.extend_from_slice(b"\r\n");
+                    (framed, false)
+                }
+                Piece::Wait => {
+                    self.watch_client(gone);
+                    if gone.is_gone() {
+                        return false;
+                    }
+                    continue;
+                }
+                Piece::End => (b"0\r\n\r\n".to_vec(), true),
+                Piece::Broken => {
+                    log::debug!("a streamed answer's source broke; closing it unfinished");
+                    return false;
+                }
+            };
+            let written = self.write_all_until(&framed, deadline, &|| source.is_broken());
+            match written {
+                Ok(()) if end => return true,
+                Ok(()) => {}
+                Err(e) => {
+                    log::debug!("writing a streamed answer stopped: {e}");
+                    return false;
+                }
+            }
+        }
+    }
+
     /// Writes `data` and flushes it (TLS holds records until flushed).
     ///
     /// # Blocking
     /// Socket writes of one tick each, until all is written or `deadline` (or a forced close).
-    fn write_all_by(&mut self, mut data: &[u8], deadline: Instant) -> io::Result<()> {
+    fn write_all_by(&mut self, data: &[u8], deadline: Instant) -> io::Result<()> {
+        self.write_all_until(data, deadline, &|| false)
+    }
+
+    /// [`Conn::write_all_by`], also giving up at a tick where `give_up` says so.
+    fn write_all_until(
+        &mut self,
+        mut data: &[u8],
+        deadline: Instant,
+        give_up: &dyn Fn() -> bool,
+    ) -> io::Result<()> {
         let mut flushed = false;
         while !flushed {
             let step = match data {
@@ -562,7 +696,7 @@ impl<S: Stream> Conn<S> {
             match step {
                 Ok(()) => {}
                 Err(e) if is_tick(&e) => {
-                    if self.shared.forced() || Instant::now() >= deadline {
+                    if self.shared.forced() || Instant::now() >= deadline || give_up() {
                         return Err(io::ErrorKind::TimedOut.into());
                     }
                 }

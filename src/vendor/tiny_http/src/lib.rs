@@ -18,17 +18,22 @@
 //! - **Exhaustion is an error**: failed accepts and thread spawns drop one connection and back
 //!   off; nothing in the accept path unwraps.
 //! - **Bounded stop**: [`Server::stop_accepting`] then [`Server::drain`].
+//! - **Bodies in pieces** (`body.rs`): [`ServerOptions::body_observer`] sees a chunked
+//!   request body chunk by chunk as it is read (the request is still queued whole), and an
+//!   answer with a [`Response::stream`] is written chunked as its source produces it.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 pub mod framing;
 
+mod body;
 mod conn;
 mod queue;
 mod request;
 mod spin;
 mod stream;
 
+pub use body::{BodyObserver, BodySink, BodySource, Piece};
 pub use request::{GoneWatch, Request, Response};
 
 use std::io;
@@ -53,6 +58,9 @@ pub struct ServerOptions {
     pub idle_timeout: Duration,
     /// Caps on a request head (431 past them).
     pub head_limits: framing::HeadLimits,
+    /// PATCH (foundry-emulator): asked once per request with a chunked body, on its
+    /// connection thread, whether to show the body to a [`BodySink`] as it arrives.
+    pub body_observer: Option<BodyObserver>,
 }
 
 impl Default for ServerOptions {
@@ -62,6 +70,7 @@ impl Default for ServerOptions {
             io_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(300),
             head_limits: framing::HeadLimits::default(),
+            body_observer: None,
         }
     }
 }

@@ -9,6 +9,8 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
+use crate::body::BodySource;
+
 /// Called once with `true` when the whole answer was written to a client that had not gone
 /// away, `false` otherwise (the client closed first, the write failed or timed out, or the
 /// answer carried no body because the request was `HEAD`).
@@ -20,6 +22,12 @@ pub struct Response {
     /// Headers besides `Content-Length`, `Date` and `Connection`, which the writer adds.
     pub headers: Vec<(String, String)>,
     pub body: Box<dyn AsRef<[u8]> + Send>,
+    /// PATCH (foundry-emulator): when set, `body` is ignored and the answer is written with
+    /// `Transfer-Encoding: chunked`, one chunk per [`crate::Piece::Data`] of the source,
+    /// under the same write deadline (`io_timeout`) as any answer. A source that breaks, or
+    /// runs past the deadline, leaves the body without its terminating chunk and closes the
+    /// connection.
+    pub stream: Option<Box<dyn BodySource>>,
     /// Close the connection after this answer (`Connection: close` is sent).
     pub close: bool,
     pub on_delivered: Option<OnDelivered>,
@@ -31,6 +39,7 @@ impl Response {
             status,
             headers: Vec::new(),
             body,
+            stream: None,
             close: false,
             on_delivered: None,
         }
@@ -56,6 +65,7 @@ impl fmt::Debug for Response {
             .field("status", &self.status)
             .field("headers", &self.headers)
             .field("body_len", &(*self.body).as_ref().len())
+            .field("streamed", &self.stream.is_some())
             .field("close", &self.close)
             .finish()
     }
@@ -129,6 +139,8 @@ pub struct Request {
     pub(crate) url: String,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) body: Vec<u8>,
+    /// The request's HTTP/1.x minor version (0 or 1).
+    pub(crate) minor_version: u8,
     pub(crate) remote_addr: Option<SocketAddr>,
     pub(crate) secure: bool,
     pub(crate) received_at: Instant,
@@ -152,6 +164,12 @@ impl Request {
     /// Header names as sent; values decoded as UTF-8, other bytes replaced.
     pub fn headers(&self) -> &[(String, String)] {
         &self.headers
+    }
+
+    /// PATCH (foundry-emulator): the request's HTTP/1.x minor version, 0 or 1; an answer
+    /// with a [`Response::stream`] needs 1 (HTTP/1.0 has no chunked coding).
+    pub fn minor_version(&self) -> u8 {
+        self.minor_version
     }
 
     /// Takes the body out (it was read whole, capped at `max_body`).
