@@ -9,6 +9,8 @@
 //! disconnects every receiver still blocked on the old one.
 
 pub mod builtin;
+#[cfg(unix)]
+mod exec;
 
 use std::collections::HashMap;
 use std::sync::Arc;
