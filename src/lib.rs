@@ -20,18 +20,18 @@
 #![deny(unsafe_code)]
 
 pub mod api;
-pub mod auth;
+pub(crate) mod auth;
 pub mod cli;
-pub mod client;
+pub(crate) mod client;
 mod clock;
 pub mod config;
-pub mod emulator;
-pub mod error;
+pub(crate) mod emulator;
+pub(crate) mod error;
 pub mod http;
 mod ids;
 pub mod jobs;
-pub mod journal;
-pub mod router;
+pub(crate) mod journal;
+pub(crate) mod router;
 pub mod runtimes;
 #[cfg(unix)]
 mod sys;

@@ -25,7 +25,7 @@ const CERT_DAYS: i64 = 366;
 
 /// A bound TLS listener with its rustls configuration and, when generated, its CA file.
 /// Dropping it removes the generated CA directory.
-pub struct TlsListener {
+pub(crate) struct TlsListener {
     listener: Option<TcpListener>,
     config: Arc<ServerConfig>,
     addr: SocketAddr,
@@ -137,7 +137,7 @@ pub fn pem(label: &str, der: &[u8]) -> String {
 }
 
 /// The address to connect to for a listener bound to `addr` (unspecified → loopback).
-pub fn connectable(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn connectable(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
         IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
