@@ -32,8 +32,9 @@ const STDERR_TAIL: usize = 2048;
 /// The largest result an exec command may write, as `--max-body` by default.
 const MAX_STDOUT: usize = 64 * 1024 * 1024;
 
-/// After a kill, how long the runtime thread waits for the helper's stderr; the group is dead,
-/// so its pipes close at once unless a child left the group (then the message has no stderr).
+/// After a deadline kill, how long the runtime thread waits for the helper's stderr; the group
+/// is dead, so its pipes close at once unless a child left the group (then the message has no
+/// stderr).
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the command for one job; `Ok(stdout)` on exit status 0, else the failure message.
@@ -43,7 +44,8 @@ const KILL_GRACE: Duration = Duration::from_secs(10);
 /// fires [`Ended`] (the command exited and closed its pipes), `spec.timeout` from entry
 /// passes, or the job ends through `finish` (cancel, restart, reset, runtime limit,
 /// shutdown). On the deadline and on the job's end the process group is killed (SIGKILL);
-/// after a deadline kill it waits up to [`KILL_GRACE`] on the helper's channel for stderr.
+/// after a deadline kill the same wait runs once more, at most [`KILL_GRACE`], for the
+/// helper's stderr. Every blocking wait is thus the table's one condvar wait.
 pub(super) fn run(
     spec: &ExecSpec,
     job: &Dispatched,
@@ -105,8 +107,11 @@ pub(super) fn run(
                 return judge(done); // it ended just as the deadline passed
             }
             kill(pgid);
+            // The same wait once more, for the helper's stderr: the group is dead, so its
+            // pipes close at once (unless a child left the group); a shutdown still wakes it.
+            let _ = table.wait_terminal(&watch, Instant::now() + KILL_GRACE, &*ended);
             let err = output
-                .recv_timeout(KILL_GRACE)
+                .try_recv()
                 .map(|done| done.stderr)
                 .unwrap_or_default();
             Err(format!(
