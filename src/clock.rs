@@ -1,8 +1,10 @@
-//! Calendar dates for the few places that print one (certificates, the dashboard), without a
-//! date crate.
+//! Calendar dates for the dashboard, without a date crate.
+//!
+//! The `time` crate is compiled only into the TLS build (through rcgen; the certificates'
+//! dates use it in `tls.rs`); the dashboard is in every build, so it keeps this one function.
 
 /// (year, month, day) of a count of days since 1970-01-01 (proleptic Gregorian, UTC).
-pub fn civil_date(days: i64) -> (i32, u8, u8) {
+fn civil_date(days: i64) -> (i32, u8, u8) {
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

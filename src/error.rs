@@ -198,3 +198,245 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::http::Reply;
+
+    /// One row: the error, then its status, code, extra headers and `error_description`.
+    type Row = (
+        Error,
+        u16,
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+        String,
+    );
+
+    /// Every variant, written the one way it reaches a client (`Reply::from`): status, every
+    /// header, and the exact JSON body. A new variant fails the last assertion until it has a
+    /// row.
+    #[test]
+    fn every_error_answers_its_status_code_headers_and_body() {
+        let id = JobId::from_client("foundry_job_00000000000000000000000000000001");
+        let id_text = id.to_string();
+        let rows: Vec<Row> = vec![
+            (
+                Error::InvalidRequest("Field 'x' is required.".into()),
+                400,
+                "invalid_request",
+                vec![],
+                "Field 'x' is required.".into(),
+            ),
+            (
+                Error::InvalidToken,
+                401,
+                "invalid_token",
+                vec![("WWW-Authenticate", "Bearer")],
+                "A valid 'Authorization: Bearer <token>' header is required.".into(),
+            ),
+            (
+                Error::InvalidModuleAuthToken,
+                401,
+                "invalid_module_auth_token",
+                vec![],
+                "The Module-Auth-Token header is invalid.".into(),
+            ),
+            (
+                Error::runtime_not_found("rt"),
+                404,
+                "not_found",
+                vec![],
+                "Compute-module runtime 'rt' was not found.".into(),
+            ),
+            (
+                Error::MethodNotAllowed(&["GET", "HEAD"]),
+                405,
+                "method_not_allowed",
+                vec![("Allow", "GET, HEAD")],
+                "This route only allows GET, HEAD.".into(),
+            ),
+            (
+                Error::JobNotReady(id.clone()),
+                409,
+                "job_not_ready",
+                vec![],
+                format!("Compute-module job '{id_text}' has not completed successfully."),
+            ),
+            (
+                Error::result_conflict(&id),
+                409,
+                "conflict",
+                vec![],
+                format!(
+                    "Compute-module job '{id_text}' already finished; the first result is kept."
+                ),
+            ),
+            (
+                Error::PayloadTooLarge("The result is too large to keep.".into()),
+                413,
+                "payload_too_large",
+                vec![],
+                "The result is too large to keep.".into(),
+            ),
+            (
+                Error::JobFailed("exit status 3".into()),
+                500,
+                "job_failed",
+                vec![],
+                "exit status 3".into(),
+            ),
+            (
+                Error::Overloaded("the queue is full".into()),
+                503,
+                "overloaded",
+                vec![("Retry-After", "1")],
+                "The emulator is overloaded: the queue is full. Retry later.".into(),
+            ),
+            (
+                Error::JobTimeout(id.clone()),
+                504,
+                "job_timeout",
+                vec![],
+                format!("Timed out waiting for compute-module job '{id_text}'."),
+            ),
+            (
+                Error::TokenExpired,
+                401,
+                "invalid_token",
+                vec![(
+                    "WWW-Authenticate",
+                    r#"Bearer error="invalid_token", error_description="The access token expired""#,
+                )],
+                "The bearer token has expired; get a new one from /multipass/api/oauth2/token."
+                    .into(),
+            ),
+            (
+                Error::InvalidClient("Unknown client 'x'.".into()),
+                401,
+                "invalid_client",
+                vec![("WWW-Authenticate", r#"Basic realm="foundry-emulator""#)],
+                "Unknown client 'x'.".into(),
+            ),
+            (
+                Error::InvalidGrant("The authorization code is not known.".into()),
+                400,
+                "invalid_grant",
+                vec![],
+                "The authorization code is not known.".into(),
+            ),
+            (
+                Error::InvalidScope("The scope 'a' is not allowed to client 'x'.".into()),
+                400,
+                "invalid_scope",
+                vec![],
+                "The scope 'a' is not allowed to client 'x'.".into(),
+            ),
+            (
+                Error::UnsupportedGrantType("The grant type 'password' is not supported.".into()),
+                400,
+                "unsupported_grant_type",
+                vec![],
+                "The grant type 'password' is not supported.".into(),
+            ),
+            (
+                Error::UnauthorizedClient("The client 'x' may not use the grant 'y'.".into()),
+                400,
+                "unauthorized_client",
+                vec![],
+                "The client 'x' may not use the grant 'y'.".into(),
+            ),
+            (
+                Error::Internal("a handler panicked".into()),
+                500,
+                "internal_error",
+                vec![],
+                "Internal emulator error: a handler panicked.".into(),
+            ),
+        ];
+        let mut seen = Vec::new();
+        for (err, status, code, extra, description) in rows {
+            let what = format!("{err:?}");
+            seen.push(variant_name(&err));
+            assert_eq!(err.status(), status, "{what}: status()");
+            assert_eq!(err.code(), code, "{what}: code()");
+            assert_eq!(err.to_string(), description, "{what}: Display");
+            let reply = Reply::from(err);
+            assert_eq!(reply.status, status, "{what}: reply status");
+            let mut want_headers = vec![("Content-Type", "application/json")];
+            want_headers.extend(extra);
+            let got_headers: Vec<(&str, &str)> = reply
+                .headers
+                .iter()
+                .map(|(name, value)| (*name, value.as_str()))
+                .collect();
+            assert_eq!(got_headers, want_headers, "{what}: headers");
+            let body: Value = serde_json::from_slice(reply.body.as_ref()).unwrap();
+            assert_eq!(
+                body,
+                json!({"error": code, "error_description": description}),
+                "{what}: body"
+            );
+        }
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), VARIANTS, "every variant has a row: {seen:?}");
+    }
+
+    /// How many variants `Error` has; `variant_name` keeps this honest.
+    const VARIANTS: usize = 18;
+
+    /// The variant's name; an exhaustive match, so a new variant does not compile here
+    /// until it is named (and then the table above must grow to reach [`VARIANTS`]).
+    fn variant_name(err: &Error) -> &'static str {
+        match err {
+            Error::InvalidRequest(_) => "InvalidRequest",
+            Error::InvalidToken => "InvalidToken",
+            Error::TokenExpired => "TokenExpired",
+            Error::InvalidClient(_) => "InvalidClient",
+            Error::InvalidGrant(_) => "InvalidGrant",
+            Error::InvalidScope(_) => "InvalidScope",
+            Error::UnsupportedGrantType(_) => "UnsupportedGrantType",
+            Error::UnauthorizedClient(_) => "UnauthorizedClient",
+            Error::InvalidModuleAuthToken => "InvalidModuleAuthToken",
+            Error::NotFound(_) => "NotFound",
+            Error::MethodNotAllowed(_) => "MethodNotAllowed",
+            Error::JobNotReady(_) => "JobNotReady",
+            Error::Conflict(_) => "Conflict",
+            Error::PayloadTooLarge(_) => "PayloadTooLarge",
+            Error::JobFailed(_) => "JobFailed",
+            Error::Overloaded(_) => "Overloaded",
+            Error::JobTimeout(_) => "JobTimeout",
+            Error::Internal(_) => "Internal",
+        }
+    }
+
+    #[test]
+    fn the_shorthands_say_which_thing() {
+        let id = JobId::from_client("j");
+        let cases = [
+            (Error::job_not_found("j"), "Compute-module job 'j' was not found."),
+            (
+                Error::result_after_cancel(&id),
+                "Compute-module job 'j' was canceled; its result is not kept.",
+            ),
+            (
+                Error::cancel_conflict(&id, "succeeded"),
+                "Compute-module job 'j' already finished as succeeded; canceling it changes nothing.",
+            ),
+            (
+                Error::app_not_bound("ri.a"),
+                "No active compute-module runtime is bound to 'ri.a'.",
+            ),
+        ];
+        for (err, sentence) in cases {
+            assert_eq!(err.to_string(), sentence, "{err:?}");
+        }
+        assert_eq!(Error::job_not_found("j").status(), 404);
+        assert_eq!(Error::app_not_bound("ri.a").status(), 404);
+        assert_eq!(Error::cancel_conflict(&id, "failed").status(), 409);
+        assert_eq!(Error::result_after_cancel(&id).status(), 409);
+    }
+}

@@ -3,7 +3,8 @@
 //! Job ids and module auth tokens must not be guessable (tokens are credentials), so they come
 //! from the kernel ([`crate::sys::fill_random`]: getrandom(2) on Linux, a `/dev/urandom`
 //! descriptor kept open elsewhere) rather than from a seeded PRNG, and minting never opens a
-//! file: it works when every descriptor is taken.
+//! file: it works when every descriptor is taken. It is the program's one random source (the
+//! TLS start-up CA's name tag draws here too) and holds its one hex encoder.
 //!
 //! **Failure:** [`init`], called by `Emulator::start`, draws once, so a host without a random
 //! source fails to start with an error. Afterwards a draw cannot fail on Linux (getrandom only
@@ -11,6 +12,7 @@
 //! [`random_bytes`]/[`random_id`] its callers use would panic (a JSON 500 in a request) only if
 //! the kernel broke that promise. [`try_random_bytes`] is the fallible form.
 
+use std::fmt;
 use std::io;
 use std::sync::{Mutex, MutexGuard};
 
@@ -25,14 +27,24 @@ pub fn random_id(prefix: &str) -> String {
     let bytes = random_bytes();
     let mut id = String::with_capacity(prefix.len() + 2 * RANDOM_BYTES);
     id.push_str(prefix);
-    for b in bytes {
-        id.push(char::from(HEX[usize::from(b >> 4)]));
-        id.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
+    push_hex(&mut id, &bytes);
     id
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Writes `bytes` as lower-case hex: the one hex encoder (ids, tokens, job ids, the CA's name).
+pub fn write_hex<W: fmt::Write + ?Sized>(out: &mut W, bytes: &[u8]) -> fmt::Result {
+    bytes.iter().try_for_each(|&b| {
+        out.write_char(char::from(HEX[usize::from(b >> 4)]))?;
+        out.write_char(char::from(HEX[usize::from(b & 0xf)]))
+    })
+}
+
+/// Appends `bytes` as lower-case hex to `out`.
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    let _ = write_hex(out, bytes); // a String never refuses a write
+}
 
 /// 16 random bytes; see the module docs for the (unreachable after [`init`]) failure.
 pub fn random_bytes() -> [u8; RANDOM_BYTES] {
@@ -77,7 +89,8 @@ fn fill(_: &mut [u8]) -> io::Result<()> {
     ))
 }
 
-/// Reads exactly 32 lowercase hex characters (what [`random_id`] writes) back into bytes.
+/// Reads exactly 32 lowercase hex characters (what [`random_id`] and [`push_hex`] write) back into
+/// bytes.
 pub fn parse_hex16(text: &str) -> Option<[u8; RANDOM_BYTES]> {
     let digits = text.as_bytes();
     if digits.len() != 2 * RANDOM_BYTES {
@@ -111,6 +124,9 @@ mod tests {
         let bytes = parse_hex16(&id).unwrap();
         let again: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(again, id);
+        let mut ours = String::new();
+        push_hex(&mut ours, &bytes);
+        assert_eq!(ours, id);
         for bad in [
             "",
             "abc",

@@ -9,13 +9,16 @@
 //! [raises the open-file limit](raise_fd_limit_once), [widens the listen
 //! backlog](widen_backlog) of its listeners, and random ids come from [`fill_random`],
 //! which opens no file per call.
+//!
+//! The `exec` runtime's helper multiplexes its command's pipes with [`poll`] (one thread per
+//! job instead of one per pipe) and kills the command's process group with [`kill_group`].
 
 #![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Once, OnceLock};
 
@@ -226,6 +229,74 @@ fn urandom() -> io::Result<&'static File> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot open /dev/urandom: {e}")))?;
     // A racing thread's file may win; ours is then closed.
     Ok(URANDOM.get_or_init(|| file))
+}
+
+/// Sends SIGKILL to the process group `pgid`: the `exec` runtime's command (spawned with
+/// `process_group(0)`, so its group id is its pid) and every child it started.
+///
+/// Refuses 0 and ids that do not fit a `pid_t`: `kill(0)` and `kill(-1)` would reach the
+/// emulator's own group or every process it may signal.
+pub fn kill_group(pgid: u32) -> io::Result<()> {
+    let pgid = libc::pid_t::try_from(pgid)
+        .ok()
+        .filter(|&pgid| pgid > 0)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a process group id"))?;
+    // SAFETY: kill(2) takes plain integers; a negative pid names the process group.
+    if unsafe { libc::kill(-pgid, libc::SIGKILL) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One descriptor for [`poll`]: wait until it can be read (or, with `write`, written)
+/// without blocking; `ready` says whether it can, or has hung up or failed.
+#[derive(Debug, Clone, Copy)]
+pub struct PollFd {
+    pub fd: RawFd,
+    pub write: bool,
+    pub ready: bool,
+}
+
+/// Blocks in poll(2) until at least one of `fds` is ready (readable, writable, hung up or
+/// failed), and marks which. No timeout: the `exec` helper waits on its command's pipes, and
+/// the command's end (its exit, or the kill of its group) closes them. EINTR is retried.
+pub fn poll(fds: &mut [PollFd]) -> io::Result<()> {
+    let mut raw: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|p| libc::pollfd {
+            fd: p.fd,
+            events: if p.write { libc::POLLOUT } else { libc::POLLIN },
+            revents: 0,
+        })
+        .collect();
+    loop {
+        // SAFETY: poll(2) reads and writes exactly `raw.len()` entries of the vector we pass.
+        let n = unsafe { libc::poll(raw.as_mut_ptr(), raw.len() as libc::nfds_t, -1) };
+        if n >= 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    for (p, r) in fds.iter_mut().zip(&raw) {
+        p.ready = r.revents != 0;
+    }
+    Ok(())
+}
+
+/// Sets `O_NONBLOCK` on a descriptor (std has it for sockets only): a write to a full pipe
+/// then returns `WouldBlock` instead of waiting.
+pub fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: fcntl(2) with F_GETFL/F_SETFL takes and returns plain integers.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

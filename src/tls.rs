@@ -15,9 +15,7 @@ use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::ServerConfig;
@@ -27,7 +25,7 @@ const CERT_DAYS: i64 = 366;
 
 /// A bound TLS listener with its rustls configuration and, when generated, its CA file.
 /// Dropping it removes the generated CA directory.
-pub struct TlsListener {
+pub(crate) struct TlsListener {
     listener: Option<TcpListener>,
     config: Arc<ServerConfig>,
     addr: SocketAddr,
@@ -60,11 +58,11 @@ impl TlsListener {
         let addr = listener.local_addr()?;
         let identity = match (cert, key) {
             (Some(cert), Some(key)) => Identity::load(cert, key)?,
-            (None, None) => Identity::generate(host, &random_hex(&provider)?)?,
+            (None, None) => Identity::generate(host, &random_hex()?)?,
             _ => return Err(invalid_input(HALF_A_PAIR)),
         };
         let base_url = identity.base_url(connectable(addr));
-        let mut config = ServerConfig::builder_with_provider(provider.clone())
+        let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .and_then(|b| {
                 b.with_no_client_auth()
@@ -74,7 +72,7 @@ impl TlsListener {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let (ca_dir, ca_path) = match &identity.ca_pem {
             Some(pem) => {
-                let (dir, path) = write_ca(pem, &provider)?;
+                let (dir, path) = write_ca(pem)?;
                 (Some(dir), Some(path))
             }
             None => (None, None),
@@ -123,12 +121,15 @@ impl Drop for TlsListener {
     }
 }
 
-/// Encodes DER as PEM with the given label (e.g. `CERTIFICATE`, `PRIVATE KEY`).
+/// Encodes DER as PEM with the given label (e.g. `CERTIFICATE`, `PRIVATE KEY`), base64 in
+/// lines of 64 (RFC 7468). rcgen's `pem()` is not used: it needs rcgen's `pem` feature, which
+/// would compile the `pem` crate, not otherwise in the tree.
 pub fn pem(label: &str, der: &[u8]) -> String {
     let body = crate::api::wire::base64_encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
+    // Base64 is ASCII, so every 64-byte cut is a character boundary.
     for line in body.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
         out.push('\n');
     }
     out.push_str(&format!("-----END {label}-----\n"));
@@ -136,7 +137,7 @@ pub fn pem(label: &str, der: &[u8]) -> String {
 }
 
 /// The address to connect to for a listener bound to `addr` (unspecified → loopback).
-pub fn connectable(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn connectable(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
         IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
@@ -197,14 +198,9 @@ impl Identity {
         };
         let fail =
             |what: &str, e: rcgen::Error| other(format!("cannot generate the TLS {what}: {e}"));
-        let today = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| (d.as_secs() / 86_400) as i64);
-        let day = |days: i64| {
-            let (y, m, d) = crate::clock::civil_date(days);
-            rcgen::date_time_ymd(y, m, d)
-        };
-        let (not_before, not_after) = (day(today - 1), day(today - 1 + CERT_DAYS));
+        let yesterday = time::OffsetDateTime::now_utc().replace_time(time::Time::MIDNIGHT)
+            - time::Duration::days(1);
+        let (not_before, not_after) = (yesterday, yesterday + time::Duration::days(CERT_DAYS));
 
         let ca_key = KeyPair::generate().map_err(|e| fail("CA key", e))?;
         let mut ca = CertificateParams::default();
@@ -284,20 +280,17 @@ impl Identity {
     }
 }
 
-/// 16 random hex digits.
-fn random_hex(provider: &CryptoProvider) -> io::Result<String> {
-    let mut random = [0u8; 8];
-    provider
-        .secure_random
-        .fill(&mut random)
-        .map_err(|_| other("the system has no secure random numbers".into()))?;
-    Ok(random.iter().map(|b| format!("{b:02x}")).collect())
+/// 16 random hex digits, from the same source as ids and tokens.
+fn random_hex() -> io::Result<String> {
+    let mut tag = String::with_capacity(16);
+    crate::ids::push_hex(&mut tag, &crate::ids::try_random_bytes()?[..8]);
+    Ok(tag)
 }
 
 /// Creates `foundry-emulator-<pid>-<random>/ca.pem` under the temp dir, the directory private
 /// to this user and new (never an existing one).
-fn write_ca(pem: &str, provider: &CryptoProvider) -> io::Result<(PathBuf, PathBuf)> {
-    let suffix = random_hex(provider)?;
+fn write_ca(pem: &str) -> io::Result<(PathBuf, PathBuf)> {
+    let suffix = random_hex()?;
     let dir =
         std::env::temp_dir().join(format!("foundry-emulator-{}-{suffix}", std::process::id()));
     let mut builder = std::fs::DirBuilder::new();

@@ -604,6 +604,21 @@ fn shutdown_kills_a_running_exec_command() {
 }
 
 #[test]
+fn canceling_a_running_exec_job_kills_its_command_and_frees_its_thread() {
+    // One runtime thread, a 60 s job timeout and a command that sleeps 30 s: the echo after
+    // the cancel is answered before the 25 s execute timeout only if the cancel killed it.
+    let server = server_with(EXEC_RID, exec_spec(1, Duration::from_secs(60)));
+    let app = patient_app(&server);
+    let id = app.submit_id(EXEC_RID, "slow", json!({}));
+    server.wait_state(&id, foundry_emulator::JobState::Running);
+    assert_no_content(&app.cancel(&id));
+    assert_octets(
+        &app.execute_raw(&raw_body(EXEC_RID, "echo", r#"{"after":"cancel"}"#)),
+        br#"{"after":"cancel"}"#,
+    );
+}
+
+#[test]
 fn exec_timeout_holds_even_when_a_background_child_keeps_stdout_open() {
     // The shell exits at once, but its background child holds stdout for 60 s: only a
     // deadline on the pipes too (and the group kill) ends the job before the 25 s execute

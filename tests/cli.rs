@@ -188,6 +188,18 @@ impl Out {
         self
     }
 
+    /// Asserts a usage error as the README documents it: exit 2, nothing on stdout, and one
+    /// line on stderr, `foundry-emulator: <sentence>`; returns stderr.
+    fn expect_usage_error(&self) -> String {
+        self.expect_code(2).expect_stdout(b"");
+        let err = self.stderr_text();
+        assert!(
+            err.starts_with("foundry-emulator: ") && err.lines().count() == 1,
+            "one sentence on stderr: {err:?}"
+        );
+        err
+    }
+
     /// Asserts that stderr is exactly one line holding this JSON error body.
     fn expect_error_body(&self, code: &str, description: &str) -> &Out {
         let text = self.stderr_text();
@@ -425,12 +437,7 @@ fn execute_rejects_a_bad_query_as_a_usage_error() {
             "--query",
             query,
         ]);
-        out.expect_code(2).expect_stdout(b"");
-        let err = out.stderr_text();
-        assert!(
-            err.starts_with("foundry-emulator: ") && err.lines().count() == 1,
-            "one sentence on stderr: {err:?}"
-        );
+        out.expect_usage_error();
     }
 }
 
@@ -657,11 +664,10 @@ fn execute_against_nothing_listening_exits_2() {
         "--emulator",
         &url,
     ]);
-    out.expect_code(2).expect_stdout(b"");
-    let err = out.stderr_text();
+    let err = out.expect_usage_error();
     let prefix = format!("foundry-emulator: cannot reach the emulator at {url}: ");
     assert!(
-        err.starts_with(&prefix) && err.lines().count() == 1,
+        err.starts_with(&prefix),
         "one sentence naming the URL: {err:?}"
     );
 }
@@ -842,9 +848,7 @@ fn bad_seed_exits_2_with_one_line_naming_file_entry_and_field() {
         "--seed",
         "fixtures/seed-unknown-runtime.json",
     ]);
-    out.expect_code(2).expect_stdout(b"");
-    let err = out.stderr_text();
-    assert_eq!(err.lines().count(), 1, "one line on stderr: {err:?}");
+    let err = out.expect_usage_error();
     for part in [
         "seed-unknown-runtime.json",
         "foundry.compute_modules.deployed_apps[0]",
@@ -893,9 +897,8 @@ fn seed_typos_stop_start_up_naming_the_key() {
         let path = dir.path().join(format!("seed-{n}.json"));
         std::fs::write(&path, seed.to_string()).unwrap();
         let out = run(&["serve", "--port", "0", "--seed", path.to_str().unwrap()]);
-        out.expect_code(2).expect_stdout(b"");
         assert_eq!(
-            out.stderr_text(),
+            out.expect_usage_error(),
             format!(
                 "foundry-emulator: seed file {}, {sentence}\n",
                 path.display()
@@ -944,18 +947,8 @@ fn bad_flags_exit_non_zero_without_serving() {
     }
     // A bad --exec-runtime is our own error: one sentence, exit 2.
     let out = run(&["serve", "--port", "0", "--exec-runtime", "no-equals-sign"]);
-    out.expect_code(2);
-    assert_eq!(
-        out.stderr_text().lines().count(),
-        1,
-        "{}",
-        out.stderr_text()
-    );
-    assert!(
-        out.stderr_text().contains("no-equals-sign"),
-        "{}",
-        out.stderr_text()
-    );
+    let err = out.expect_usage_error();
+    assert!(err.contains("no-equals-sign"), "{err}");
 }
 
 #[test]
@@ -1215,8 +1208,8 @@ fn module_against_nothing_listening_exits_2() {
         "-c",
         "exit 0",
     ]);
-    out.expect_code(2).expect_stdout(b"");
-    assert!(out.stderr_text().contains(&url), "{}", out.stderr_text());
+    let err = out.expect_usage_error();
+    assert!(err.contains(&url), "{err}");
 }
 
 /// The README's CI recipe is `fixtures/ci-recipe.sh` verbatim, and it works as pasted.

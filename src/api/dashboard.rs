@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::observe::{self, is_stale};
+use super::wire::percent_encode;
 use super::App;
 use crate::clock::utc_millis;
 use crate::error::Error;
@@ -45,22 +46,6 @@ pub fn escape(text: &str) -> String {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
             c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Percent-encodes a value for a URL path segment or query parameter.
-fn url_part(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => {
-                let _ = write!(out, "%{b:02X}");
-            }
         }
     }
     out
@@ -102,7 +87,7 @@ pub fn overview(app: &App, req: Req) -> Result<Reply, Error> {
             .query
             .iter()
             .filter(|(name, _)| name != "before")
-            .map(|(name, value)| format!("{}={}", url_part(name), url_part(value)))
+            .map(|(name, value)| format!("{}={}", percent_encode(name), percent_encode(value)))
             .collect();
         query.push(format!("before={next}"));
         let _ = write!(
@@ -222,7 +207,7 @@ fn jobs_section(body: &mut String, jobs: &[JobView]) {
              <td class={state}>{state}</td><td>{}</td><td><code>{}</code></td><td>{}</td>\
              <td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} B</td>\
              <td>{}</td><td>{}</td></tr>",
-            url_part(&id),
+            percent_encode(&id),
             escape(&id),
             job.source.as_str(),
             escape(job.deployed_app_rid.as_deref().unwrap_or("")),

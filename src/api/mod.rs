@@ -4,15 +4,15 @@
 //! themselves (the job table does). The API's JSON shapes come from `wire`; the `/_emulate`
 //! listings, journal lines and reset counts from `observe` and `steer`, the HTML from `dashboard`.
 
-pub mod contour;
-pub mod dashboard;
-pub mod metrics;
-pub mod multipass;
-pub mod names;
-pub mod observe;
+pub(crate) mod contour;
+pub(crate) mod dashboard;
+pub(crate) mod metrics;
+pub(crate) mod multipass;
+pub(crate) mod names;
+pub(crate) mod observe;
 
-pub mod runtime;
-pub mod steer;
+pub(crate) mod runtime;
+pub(crate) mod steer;
 pub mod wire;
 
 use std::sync::{Arc, OnceLock};
@@ -23,7 +23,7 @@ use crate::http::{ClientGone, Permits, Req};
 use crate::jobs::{Abandon, JobTable};
 
 /// Everything a handler may use.
-pub struct App {
+pub(crate) struct App {
     pub table: Arc<JobTable>,
     pub auth: Arc<Auth>,
     /// Base of the runtime URIs handed out, without a trailing slash.
@@ -48,7 +48,7 @@ pub struct App {
 
 /// Where modules reach the TLS listener, and the CA file they must trust.
 #[derive(Debug, Clone)]
-pub struct TlsInfo {
+pub(crate) struct TlsInfo {
     pub base_url: String,
     pub ca_path: Option<String>,
 }
@@ -57,7 +57,7 @@ pub struct TlsInfo {
 /// runtime-direct jobs): open in permissive mode, like the rest of `/_emulate` (the emulator
 /// listens on 127.0.0.1 by default); in strict mode (tokens configured) they need an
 /// accepted bearer token, like the Contour routes.
-pub fn emulate_access(app: &App, req: &Req) -> Result<(), crate::error::Error> {
+pub(crate) fn emulate_access(app: &App, req: &Req) -> Result<(), crate::error::Error> {
     if app.auth.is_strict() {
         app.auth.principal(req.header("authorization"))?;
     }
@@ -65,7 +65,7 @@ pub fn emulate_access(app: &App, req: &Req) -> Result<(), crate::error::Error> {
 }
 
 /// `from + wait`, saturating: a configured wait too large for an `Instant` means "a year".
-pub fn deadline(from: Instant, wait: Duration) -> Instant {
+pub(crate) fn deadline(from: Instant, wait: Duration) -> Instant {
     from.checked_add(wait)
         .or_else(|| from.checked_add(Duration::from_secs(365 * 24 * 3600)))
         .unwrap_or(from)

@@ -17,7 +17,7 @@ use crate::jobs::table::RuntimeView;
 use crate::jobs::{Dispatched, JobId, JobState, JobView};
 
 /// A JSON object body with its values left unparsed (a 1 MiB query is never built as a `Value`).
-pub struct Fields<'a>(HashMap<Cow<'a, str>, &'a RawValue>);
+pub(crate) struct Fields<'a>(HashMap<Cow<'a, str>, &'a RawValue>);
 
 impl<'a> Fields<'a> {
     /// Parses a request body that must be a JSON object.
@@ -74,7 +74,7 @@ impl<'a> Fields<'a> {
 
 /// The body of both execute routes.
 #[derive(Debug)]
-pub struct ExecuteBody {
+pub(crate) struct ExecuteBody {
     pub deployed_app_rid: String,
     pub deployed_app_branch: Option<String>,
     pub query_type: String,
@@ -99,7 +99,7 @@ impl ExecuteBody {
 
 /// The body of a runtime-direct job (`POST /_emulate/.../runtimes/:id/jobs`).
 #[derive(Debug)]
-pub struct DirectBody {
+pub(crate) struct DirectBody {
     pub query_type: String,
     /// JSON text, `{}` when absent.
     pub query: Arc<str>,
@@ -117,7 +117,7 @@ impl DirectBody {
 
 /// The job a body names (`result/v2`, `status/v2`, `DELETE /jobs`): `id`, else the id inside
 /// `jobHandle`. The job object a submit answers has both, so it names its job too.
-pub fn named_job_id(body: &[u8]) -> Result<JobId, Error> {
+pub(crate) fn named_job_id(body: &[u8]) -> Result<JobId, Error> {
     let fields = Fields::parse(body)?;
     if let Some(id) = fields.opt_str("id")? {
         return Ok(JobId::from_client(&id));
@@ -143,7 +143,7 @@ pub fn named_job_id(body: &[u8]) -> Result<JobId, Error> {
 }
 
 /// The job handle: JSON text naming the job, with SPEC.md's key order.
-pub fn job_handle(id: &JobId) -> String {
+pub(crate) fn job_handle(id: &JobId) -> String {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Handle<'a> {
@@ -167,7 +167,7 @@ pub fn job_handle(id: &JobId) -> String {
 /// The answer to an async submit.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Submitted<'a> {
+pub(crate) struct Submitted<'a> {
     id: &'a JobId,
     node_id: Option<()>,
     module_id: Option<()>,
@@ -176,7 +176,7 @@ pub struct Submitted<'a> {
     status: Status<'a>,
 }
 
-pub fn submitted(id: &JobId) -> Submitted<'_> {
+pub(crate) fn submitted(id: &JobId) -> Submitted<'_> {
     Submitted {
         id,
         node_id: None,
@@ -194,7 +194,7 @@ pub fn submitted(id: &JobId) -> Submitted<'_> {
 /// A job status, tagged by `type` with the payload under the same name.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
-pub enum Status<'a> {
+pub(crate) enum Status<'a> {
     Queued { queued: Queued },
     Running { running: Progress },
     Succeeded { succeeded: Progress },
@@ -203,13 +203,13 @@ pub enum Status<'a> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Queued {
+pub(crate) struct Queued {
     queue_info: &'static str,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Progress {
+pub(crate) struct Progress {
     metadata: Option<()>,
     intermediate_job_info_list: [(); 0],
     multiplexer_job_timing: Timing,
@@ -234,12 +234,12 @@ struct QueuedJobTiming {
 }
 
 #[derive(Serialize)]
-pub struct Failure<'a> {
+pub(crate) struct Failure<'a> {
     message: &'a str,
 }
 
 /// The status route's body.
-pub fn status(job: &JobView) -> Status<'_> {
+pub(crate) fn status(job: &JobView) -> Status<'_> {
     match job.state {
         JobState::Queued => Status::Queued {
             queued: Queued {
@@ -284,13 +284,13 @@ fn progress(job: &JobView) -> Progress {
 }
 
 /// The `userId` of every Contour-submitted job: the emulator has no user directory.
-pub const EMULATOR_USER_ID: &str = "foundry-emulator-user";
+pub(crate) const EMULATOR_USER_ID: &str = "foundry-emulator-user";
 
 /// Serializes the envelope of a dispatched job:
 /// `{"type":"computeModuleJobV1","computeModuleJobV1":{"jobId","queryType","query",
 /// "temporaryCredentialsAuthToken","authHeader","userId"}}`. The stored query (validated at
 /// submit) is spliced in as is, so a large query is copied once and never parsed again.
-pub fn envelope(job: &Dispatched) -> Result<Vec<u8>, Error> {
+pub(crate) fn envelope(job: &Dispatched) -> Result<Vec<u8>, Error> {
     // Foundry hands a module the caller's credentials; the emulator's caller is whoever
     // held the bearer token, so the token doubles as the temporary credential.
     let bearer = job
@@ -329,7 +329,7 @@ fn push_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), 
 }
 
 /// The body of `POST /runtimes`.
-pub struct CreateRuntimeBody {
+pub(crate) struct CreateRuntimeBody {
     pub runtime_id: String,
     pub deployed_app_rid: Option<String>,
     pub branch: Option<String>,
@@ -361,7 +361,7 @@ impl CreateRuntimeBody {
 }
 
 /// The answer to `POST /runtimes`.
-pub fn session<'a>(runtime_id: &'a str, token: &'a str, runtime_base: &str) -> Session<'a> {
+pub(crate) fn session<'a>(runtime_id: &'a str, token: &'a str, runtime_base: &str) -> Session<'a> {
     let base = format!("{runtime_base}/{}", percent_encode(runtime_id));
     Session {
         runtime_id,
@@ -376,7 +376,7 @@ pub fn session<'a>(runtime_id: &'a str, token: &'a str, runtime_base: &str) -> S
 /// A new session: its token and its absolute URIs, in SPEC.md's order.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Session<'a> {
+pub(crate) struct Session<'a> {
     runtime_id: &'a str,
     module_auth_token: &'a str,
     get_job_uri: String,
@@ -386,7 +386,7 @@ pub struct Session<'a> {
 }
 
 /// Reads the schema formats SPEC.md lists into (function name, schema) pairs.
-pub fn schemas(body: &[u8]) -> Result<Vec<(String, Value)>, Error> {
+pub(crate) fn schemas(body: &[u8]) -> Result<Vec<(String, Value)>, Error> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| Error::InvalidRequest(format!("The request body is not valid JSON: {e}.")))?;
     match value {
@@ -431,7 +431,7 @@ fn schema_entry(item: Value) -> Result<(String, Value), Error> {
 /// order first posted. The SDKs post that shape (plus fields of their own, dropped here).
 /// A schema of another format gives its `inputs` and `output` when it has them, else `[]`
 /// and `null`: only its name is known (inspection shows every schema as posted).
-pub fn function_schemas(schemas: &[(String, Value)]) -> Vec<Value> {
+pub(crate) fn function_schemas(schemas: &[(String, Value)]) -> Vec<Value> {
     schemas
         .iter()
         .map(|(name, schema)| {
@@ -446,7 +446,7 @@ pub fn function_schemas(schemas: &[(String, Value)]) -> Vec<Value> {
 }
 
 /// The inspection route's body. Never includes a token.
-pub fn inspection(runtime: &RuntimeView, job: &JobView) -> Value {
+pub(crate) fn inspection(runtime: &RuntimeView, job: &JobView) -> Value {
     json!({
         "runtime": runtime_json(runtime),
         "job": job_json(job),
@@ -477,7 +477,7 @@ pub(crate) fn runtime_json(rt: &RuntimeView) -> Value {
 
 /// A job's query as JSON, with every string of the form `Bearer <token>` (any case) shown
 /// as `Bearer <redacted>` (see [`mask_bearers`]). Every shape that shows a query uses this.
-pub fn masked_query(text: &str) -> Value {
+pub(crate) fn masked_query(text: &str) -> Value {
     let mut query = serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
     mask_bearers(&mut query);
     query
@@ -537,7 +537,7 @@ pub(crate) fn job_json(job: &JobView) -> Value {
 }
 
 /// `GET /_emulate/info`: where this emulator listens, for the module launcher.
-pub fn info(app: &super::App) -> Value {
+pub(crate) fn info(app: &super::App) -> Value {
     let tls = app.tls.get();
     json!({
         "base_url": app.listen_url,
@@ -550,35 +550,20 @@ pub fn info(app: &super::App) -> Value {
 
 /// Standard base64 with padding (RFC 4648), for non-UTF-8 results in inspection.
 pub fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Escapes what cannot stand in a path segment.
-fn percent_encode(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// What a path segment or query value keeps as written: RFC 3986's unreserved characters.
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Escapes what cannot stand in a path segment or a query value (`%XX`, upper-case).
+pub(crate) fn percent_encode(segment: &str) -> String {
+    percent_encoding::utf8_percent_encode(segment, UNRESERVED).to_string()
 }
 
 #[cfg(test)]

@@ -380,15 +380,17 @@ fn write_private_file(runtime_id: &str, kind: &str, contents: &[u8]) -> Result<P
     Ok(path)
 }
 
-/// `http(s)://HOST:PORT/...` → (HOST, PORT), with the scheme's default port.
+/// `http(s)://HOST:PORT/...` → (HOST, PORT), with the scheme's default port; an IPv6 host
+/// keeps its brackets.
 fn host_port(url: &str) -> Option<(String, String)> {
-    let (scheme, rest) = url.split_once("://")?;
-    let authority = rest.split('/').next()?;
-    let default = if scheme == "https" { "443" } else { "80" };
-    match authority.rsplit_once(':') {
-        Some((host, port)) if !port.contains(']') => Some((host.to_string(), port.to_string())),
-        _ => Some((authority.to_string(), default.to_string())),
-    }
+    let uri: ureq::http::Uri = url.parse().ok()?;
+    let default = if uri.scheme_str()? == "https" {
+        443
+    } else {
+        80
+    };
+    let port = uri.port_u16().unwrap_or(default);
+    Some((uri.host()?.to_string(), port.to_string()))
 }
 
 fn shell_quote(value: &str) -> String {
@@ -405,6 +407,8 @@ mod tests {
             ("https://127.0.0.1:8443", Some(("127.0.0.1", "8443"))),
             ("http://localhost:4000/x/y", Some(("localhost", "4000"))),
             ("https://example.test", Some(("example.test", "443"))),
+            ("https://[::1]:8443/", Some(("[::1]", "8443"))),
+            ("http://[::1]", Some(("[::1]", "80"))),
             ("nonsense", None),
         ];
         for (url, want) in cases {

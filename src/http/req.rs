@@ -122,32 +122,12 @@ impl Req {
     }
 }
 
-/// Decodes `%XX` escapes; a malformed escape is kept as written.
+/// Decodes `%XX` escapes (invalid UTF-8 becomes U+FFFD); a malformed escape is kept as
+/// written.
 fn percent_decode(segment: &str) -> String {
-    if !segment.contains('%') {
-        return segment.to_string();
-    }
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]

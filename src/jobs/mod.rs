@@ -55,7 +55,7 @@ impl fmt::Display for JobId {
         match &self.0 {
             Repr::Minted(bytes) => {
                 f.write_str(JOB_PREFIX)?;
-                bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+                crate::ids::write_hex(f, bytes)
             }
             Repr::Other(text) => f.write_str(text),
         }

@@ -9,6 +9,8 @@
 //! disconnects every receiver still blocked on the old one.
 
 pub mod builtin;
+#[cfg(unix)]
+mod exec;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,14 +22,14 @@ use crate::error::Error;
 use crate::jobs::JobId;
 
 /// Function schemas one runtime may hold; a real module has tens.
-pub const MAX_SCHEMAS: usize = 10_000;
+pub(crate) const MAX_SCHEMAS: usize = 10_000;
 
 /// How many function names an unknown-function failure lists before "and N more".
 const NAMED_FUNCTIONS: usize = 20;
 
 /// One compute-module session.
 #[derive(Debug)]
-pub struct Runtime {
+pub(crate) struct Runtime {
     pub id: Arc<str>,
     pub display_name: Option<String>,
     pub token: Secret,
@@ -232,7 +234,7 @@ pub struct Binding {
 
 /// All runtimes and bindings.
 #[derive(Debug, Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     pub runtimes: HashMap<Arc<str>, Runtime>,
     /// In creation order; resolution prefers the newest match.
     pub bindings: Vec<Binding>,
