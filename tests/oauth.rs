@@ -111,6 +111,30 @@ fn client_credentials(server: &TestServer, scope: Option<&str>) -> Value {
     ))
 }
 
+/// The username `/multipass/api/me` gives for a token answer's access token.
+fn username(server: &TestServer, token_answer: &Value) -> String {
+    let me = get(
+        server,
+        "/multipass/api/me",
+        Some(&bearer(&token_answer["access_token"])),
+    );
+    me.expect_status(200);
+    me.json()["username"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// An agent that returns a redirect instead of following it.
+fn no_redirects() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(CLIENT_TIMEOUT))
+        .build()
+        .into()
+}
+
 fn bearer(token: &Value) -> String {
     format!("Bearer {}", token.as_str().expect("a token string"))
 }
@@ -542,18 +566,12 @@ fn revoked_access_tokens_stop_working_at_once() {
 
 /// `GET authorize` without following the redirect.
 fn authorize(server: &TestServer, query: &[(&str, &str)]) -> Resp {
-    let no_redirects: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .timeout_global(Some(CLIENT_TIMEOUT))
-        .build()
-        .into();
     let q: Vec<String> = query
         .iter()
         .map(|(n, v)| format!("{n}={}", url_encode(v)))
         .collect();
     send(
-        &no_redirects,
+        &no_redirects(),
         "GET",
         &server.url(&format!("{AUTHORIZE}?{}", q.join("&"))),
         &[],
@@ -801,12 +819,7 @@ fn plain_pkce_and_no_pkce_for_a_confidential_client() {
         .to_string();
     let body = token_ok(&exchange(&server, &code, VERIFIER, CALLBACK, "browser-app"));
     // prompt=none signs the first seeded user in.
-    let me = get(
-        &server,
-        "/multipass/api/me",
-        Some(&bearer(&body["access_token"])),
-    );
-    assert_eq!(me.json()["username"], "alice");
+    assert_eq!(username(&server, &body), "alice");
     // The confidential client may skip PKCE; its redirect URI is its only registered one.
     let resp = authorize(
         &server,
@@ -952,22 +965,12 @@ fn the_authorize_page_lists_users_and_each_link_signs_one_in() {
     assert!(html.contains("Alice Example") && html.contains("<code>bob</code>"));
     // Follow bob's link as a browser would (the page escapes `&` as `&amp;`).
     let href = links[1].replace("&amp;", "&");
-    let no_redirects: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .build()
-        .into();
-    let resp = send(&no_redirects, "GET", &server.url(&href), &[], None);
+    let resp = send(&no_redirects(), "GET", &server.url(&href), &[], None);
     let params = redirect_params(&resp, CALLBACK);
     assert_eq!(param(&params, "state"), Some("xyz"));
     let code = param(&params, "code").unwrap().to_string();
     let body = token_ok(&exchange(&server, &code, VERIFIER, CALLBACK, "browser-app"));
-    let me = get(
-        &server,
-        "/multipass/api/me",
-        Some(&bearer(&body["access_token"])),
-    );
-    assert_eq!(me.json()["username"], "bob");
+    assert_eq!(username(&server, &body), "bob");
     // An unknown login is refused, not silently swapped for another user.
     let mut unknown = query.to_vec();
     unknown.push(("login", "mallory"));
