@@ -15,8 +15,10 @@ pub enum Error {
     InvalidRequest(String),
     /// A Contour route without a valid `Authorization: Bearer` token.
     InvalidToken,
-    /// An issued bearer token past its `expires_in` (strict mode).
+    /// An issued bearer token past its `expires_in`.
     TokenExpired,
+    /// A valid bearer that may not steer the emulator in strict mode (a public client's).
+    NotOperator,
     /// OAuth2: client authentication failed (RFC 6749 §5.2); carries the sentence.
     InvalidClient(String),
     /// OAuth2: a code, refresh token or PKCE verifier that is not good (RFC 6749 §5.2).
@@ -65,6 +67,7 @@ impl Error {
             | Error::InvalidClient(_)
             | Error::InvalidModuleAuthToken => 401,
             Error::NotFound(_) => 404,
+            Error::NotOperator => 403,
             Error::MethodNotAllowed(_) => 405,
             Error::JobNotReady(_) | Error::Conflict(_) => 409,
             Error::PayloadTooLarge(_) => 413,
@@ -80,6 +83,7 @@ impl Error {
             Error::InvalidRequest(_) => "invalid_request",
             Error::InvalidToken | Error::TokenExpired => "invalid_token",
             Error::InvalidClient(_) => "invalid_client",
+            Error::NotOperator => "insufficient_scope",
             Error::InvalidGrant(_) => "invalid_grant",
             Error::InvalidScope(_) => "invalid_scope",
             Error::UnsupportedGrantType(_) => "unsupported_grant_type",
@@ -105,6 +109,10 @@ impl Error {
                 "WWW-Authenticate",
                 r#"Bearer error="invalid_token", error_description="The access token expired""#
                     .to_string(),
+            )],
+            Error::NotOperator => vec![(
+                "WWW-Authenticate",
+                r#"Bearer error="insufficient_scope""#.to_string(),
             )],
             Error::InvalidClient(_) => vec![(
                 "WWW-Authenticate",
@@ -164,6 +172,10 @@ impl fmt::Display for Error {
             }
             Error::TokenExpired => f.write_str(
                 "The bearer token has expired; get a new one from /multipass/api/oauth2/token.",
+            ),
+            Error::NotOperator => f.write_str(
+                "This route steers the emulator: it needs a static token (--token, seed tokens) \
+                 or a token issued to a client that authenticates with its secret.",
             ),
             Error::InvalidClient(why)
             | Error::InvalidGrant(why)
@@ -314,6 +326,16 @@ mod tests {
                     .into(),
             ),
             (
+                Error::NotOperator,
+                403,
+                "insufficient_scope",
+                vec![(
+                    "WWW-Authenticate",
+                    r#"Bearer error="insufficient_scope""#,
+                )],
+                "This route steers the emulator: it needs a static token (--token, seed tokens) or a token issued to a client that authenticates with its secret.".into(),
+            ),
+            (
                 Error::InvalidClient("Unknown client 'x'.".into()),
                 401,
                 "invalid_client",
@@ -386,7 +408,7 @@ mod tests {
     }
 
     /// How many variants `Error` has; `variant_name` keeps this honest.
-    const VARIANTS: usize = 18;
+    const VARIANTS: usize = 19;
 
     /// The variant's name; an exhaustive match, so a new variant does not compile here
     /// until it is named (and then the table above must grow to reach [`VARIANTS`]).
@@ -395,6 +417,7 @@ mod tests {
             Error::InvalidRequest(_) => "InvalidRequest",
             Error::InvalidToken => "InvalidToken",
             Error::TokenExpired => "TokenExpired",
+            Error::NotOperator => "NotOperator",
             Error::InvalidClient(_) => "InvalidClient",
             Error::InvalidGrant(_) => "InvalidGrant",
             Error::InvalidScope(_) => "InvalidScope",

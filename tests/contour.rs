@@ -59,7 +59,7 @@ fn execute_answers_the_runtime_bytes_and_hands_over_the_full_envelope() {
             "query": serde_json::from_str::<Value>(query).unwrap(),
             "temporaryCredentialsAuthToken": APP_TOKEN,
             "authHeader": format!("Bearer {APP_TOKEN}"),
-            "userId": "foundry-emulator-user",
+            "userId": server.user_id(APP_TOKEN),
         }});
         assert_json(&envelope, &want, "job envelope");
         rt.complete(&id, &result);
@@ -88,7 +88,7 @@ fn absent_query_is_forwarded_as_empty_object_and_auth_header_as_sent() {
         "query": {},
         "temporaryCredentialsAuthToken": "another token with spaces",
         "authHeader": "Bearer another token with spaces",
-        "userId": "foundry-emulator-user",
+        "userId": server.user_id("another token with spaces"),
     }});
     assert_json(&rt.next_job(), &want, "envelope without query");
     assert_eq!(rt.inspect_json(&id)["job"]["query"], json!({}));

@@ -392,13 +392,16 @@ fn scopes_are_checked_against_the_client_and_offline_access_brings_a_refresh_tok
         "invalid_scope",
         "The scope 'api:\\\"quoted\\\"' has a character RFC 6749 does not allow in a scope.",
     );
-    let huge = "a".repeat(1024 * 1024);
     assert_error(
-        &bad(&huge),
+        &bad(&"a".repeat(5000)),
         400,
         "invalid_scope",
-        "The scope parameter is 1048576 bytes; at most 4096 are accepted.",
+        "The scope parameter is 5000 bytes; at most 4096 are accepted.",
     );
+    // A 1 MiB scope is past the form body's bound before its scope is read.
+    let huge = bad(&"a".repeat(1024 * 1024));
+    assert_eq!(huge.status, 413, "{}", huge.text());
+    assert_eq!(huge.json()["error"], "payload_too_large");
     server.assert_alive();
 }
 
@@ -1200,4 +1203,219 @@ fn a_builtin_runtime_is_never_reset_over_http() {
         // Its thread still serves.
         assert_echoed(&echo_with(&server, "Bearer static-ci-token"));
     }
+}
+
+/// A public client's sign-in proves nothing (anyone may sign in as anyone): its token calls
+/// Contour, but may not steer the emulator (the review's bypass of strict mode).
+#[test]
+fn a_public_clients_token_cannot_steer_the_emulator() {
+    let server = strict(|_| {});
+    let code = code_for(&server, "alice", "api:read-data");
+    let body = token_ok(&exchange(&server, &code, VERIFIER, CALLBACK, "browser-app"));
+    let token = bearer(&body["access_token"]);
+    assert_echoed(&echo_with(&server, &token));
+    let steer = |method: &str, path: &str, payload: Option<&[u8]>| {
+        send(
+            &agent(),
+            method,
+            &server.url(path),
+            &[
+                ("Authorization", token.as_str()),
+                ("Content-Type", "application/json"),
+            ],
+            payload,
+        )
+    };
+    let refused = "This route steers the emulator: it needs a static token (--token, seed tokens) or a token issued to a client that authenticates with its secret.";
+    for resp in [
+        steer(
+            "POST",
+            RUNTIMES,
+            Some(br#"{"runtimeId":"evil","deployedAppRid":"ri.foundry.main.deployed-app.echo"}"#),
+        ),
+        steer("POST", RUNTIMES, Some(br#"{"runtimeId":"py-module"}"#)),
+        steer("GET", &format!("{RUNTIMES}/echo/jobs/nope"), None),
+        steer("GET", "/_emulate/jobs", None),
+        steer("POST", "/_emulate/reset", None),
+    ] {
+        assert_error(&resp, 403, "insufficient_scope", refused);
+        assert_eq!(
+            resp.header("www-authenticate"),
+            Some(r#"Bearer error="insufficient_scope""#)
+        );
+    }
+    // The victim's app still reaches echo; a confidential client's token may steer.
+    assert_echoed(&echo_with(&server, "Bearer static-ci-token"));
+    let operator = bearer(&client_credentials(&server, None)["access_token"]);
+    let listing = send(
+        &agent(),
+        "GET",
+        &server.url("/_emulate/jobs"),
+        &[("Authorization", &operator)],
+        None,
+    );
+    listing.expect_status(200);
+}
+
+#[test]
+fn forms_are_bounded_in_size_and_parameters() {
+    let server = strict(|_| {});
+    let auth = basic(CI_ID, CI_SECRET);
+    let many: Vec<String> = (0..101).map(|i| format!("p{i}=1")).collect();
+    let resp = post_form(&server, TOKEN, Some(&auth), many.join("&").as_bytes());
+    assert_error(
+        &resp,
+        400,
+        "invalid_request",
+        "The form has 101 parameters; at most 100 are accepted.",
+    );
+    let big = format!("grant_type=client_credentials&x={}", "a".repeat(64 * 1024));
+    let resp = post_form(&server, TOKEN, Some(&auth), big.as_bytes());
+    assert_error(
+        &resp,
+        413,
+        "payload_too_large",
+        &format!(
+            "The form body is {} bytes; at most 65536 are accepted.",
+            big.len()
+        ),
+    );
+    let long_id = "c".repeat(300);
+    let resp = post_form(
+        &server,
+        TOKEN,
+        None,
+        &form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &long_id),
+        ]),
+    );
+    assert_error(
+        &resp,
+        401,
+        "invalid_client",
+        "The client id is 300 bytes; at most 256 are accepted.",
+    );
+    client_credentials(&server, None);
+}
+
+/// curl `-u` and most HTTP libraries put the secret in Basic as it is, without RFC 6749's
+/// form-encoding; both readings are accepted, and unpadded base64 too.
+#[test]
+fn basic_credentials_work_encoded_or_as_sent() {
+    let server = strict(|_| {});
+    let raw = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{CI_ID}:{CI_SECRET}"))
+    );
+    let unpadded = raw.trim_end_matches('=').to_string();
+    for auth in [basic(CI_ID, CI_SECRET), raw, unpadded] {
+        token_ok(&post_form(
+            &server,
+            TOKEN,
+            Some(&auth),
+            b"grant_type=client_credentials",
+        ));
+    }
+    // `&` in a Basic id is part of the id, not a form separator.
+    let sneaky = basic("ci-app&client_secret=zz", "x");
+    assert_error(
+        &post_form(
+            &server,
+            TOKEN,
+            Some(&sneaky),
+            b"grant_type=client_credentials",
+        ),
+        401,
+        "invalid_client",
+        "Unknown client 'ci-app&client_secret=zz'.",
+    );
+}
+
+#[test]
+fn issued_tokens_expire_and_revoke_in_permissive_mode_too() {
+    let server = TestServer::start(|cfg| {
+        cfg.token_ttl = Duration::from_secs(1);
+        cfg.seed.add_builtin("echo", ECHO_RID, Builtin::Echo);
+    });
+    let issue = || {
+        token_ok(&post_form(
+            &server,
+            TOKEN,
+            None,
+            &form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "my-app"),
+            ]),
+        ))
+    };
+    let token = bearer(&issue()["access_token"]);
+    wait_for("the 1-second token to expire", || {
+        echo_with(&server, &token).status == 401
+    });
+    assert_eq!(
+        echo_with(&server, &token).json()["error_description"],
+        "The bearer token has expired; get a new one from /multipass/api/oauth2/token."
+    );
+    // A token the emulator never issued still passes in permissive mode.
+    assert_echoed(&echo_with(&server, "Bearer made-up"));
+}
+
+#[test]
+fn refresh_tokens_go_only_to_clients_that_may_refresh() {
+    let server = strict(|_| {});
+    let resp = post_form(
+        &server,
+        TOKEN,
+        Some(&basic("module-client", "module-secret")),
+        &form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "offline_access"),
+        ]),
+    );
+    let body = token_ok(&resp);
+    assert_eq!(body["scope"], "offline_access");
+    assert!(body.get("refresh_token").is_none(), "{body}");
+}
+
+#[test]
+fn authorize_refuses_dangerous_redirects_and_malformed_challenges() {
+    let server = permissive();
+    for uri in [
+        "javascript:alert(1)",
+        "data:text/html,x",
+        "file:///etc/passwd",
+    ] {
+        let resp = authorize(
+            &server,
+            &[
+                ("response_type", "code"),
+                ("client_id", "c"),
+                ("redirect_uri", uri),
+            ],
+        );
+        assert_error(
+            &resp,
+            400,
+            "invalid_request",
+            &format!("The redirect_uri '{uri}' is not registered for client 'c'."),
+        );
+    }
+    let resp = authorize(
+        &server,
+        &[
+            ("response_type", "code"),
+            ("client_id", "c"),
+            ("redirect_uri", CALLBACK),
+            ("code_challenge", "x"),
+        ],
+    );
+    let params = redirect_params(&resp, CALLBACK);
+    assert_eq!(param(&params, "error"), Some("invalid_request"));
+    assert_eq!(
+        param(&params, "error_description"),
+        Some("The code_challenge must be 43 to 128 characters of [A-Za-z0-9-._~] (RFC 7636 §4.2).")
+    );
+    // 302 says its reason.
+    assert!(resp.status == 302);
 }

@@ -614,8 +614,9 @@ fn python_sdk_module_end_to_end() {
         "{seen}"
     );
     // The emulator's caller is the bearer token's holder: its token is the temporary
-    // credential, and every Contour caller is the one emulator user.
-    assert_eq!(seen["userId"], json!("foundry-emulator-user"), "{seen}");
+    // credential, and its user is the one `/multipass/api/me` names (permissive mode: the
+    // default user, for any token the emulator did not issue).
+    assert_eq!(seen["userId"], json!(server.user_id(APP_TOKEN)), "{seen}");
     assert_eq!(seen["tempCredsAuthToken"], json!(APP_TOKEN), "{seen}");
 
     // 20 concurrent sync executes (4 pool workers), each paired with its own input.

@@ -22,6 +22,13 @@ fn form_body(req: &Req) -> Result<Form, Error> {
             "The body must be application/x-www-form-urlencoded (RFC 6749 §4).".into(),
         ));
     }
+    if req.body.len() > crate::http::form::MAX_FORM_BYTES {
+        return Err(Error::PayloadTooLarge(format!(
+            "The form body is {} bytes; at most {} are accepted.",
+            req.body.len(),
+            crate::http::form::MAX_FORM_BYTES
+        )));
+    }
     Form::parse(&req.body).map_err(Error::InvalidRequest)
 }
 

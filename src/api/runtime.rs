@@ -77,7 +77,7 @@ pub fn poll(app: &App, req: Req, runtime_id: &str) -> Result<Reply, Error> {
     let token = module_token(&req);
     let taken = app.table.try_take(runtime_id, token)?;
     if let Some(job) = taken.job {
-        return dispatched(&app.table, job);
+        return dispatched(app, job);
     }
     // The first poll of a session is answered at once: the TypeScript SDK posts its schemas
     // only after its first poll returns, so holding that poll would delay them.
@@ -93,15 +93,23 @@ pub fn poll(app: &App, req: Req, runtime_id: &str) -> Result<Reply, Error> {
         .table
         .next_job(runtime_id, token, deadline, Taker::Module, &req.gone)?
     {
-        Some(job) => dispatched(&app.table, job),
+        Some(job) => dispatched(app, job),
         None => Ok(Reply::empty(204)),
     }
 }
 
 /// The envelope of a job reserved for this poll. The job turns `running` once the envelope
 /// was written to the module, and goes back to the head of the queue if it was not.
-fn dispatched(table: &Arc<JobTable>, job: Dispatched) -> Result<Reply, Error> {
-    let envelope = match wire::envelope(&job) {
+fn dispatched(app: &App, job: Dispatched) -> Result<Reply, Error> {
+    let table = &app.table;
+    // The caller's user, as `/multipass/api/me` names it; none for a job without a caller
+    // (runtime-direct), or whose token has since expired or been revoked.
+    let user_id = job
+        .auth_header
+        .as_deref()
+        .and_then(|h| app.auth.principal(Some(h)).ok())
+        .map(|p| p.user.id());
+    let envelope = match wire::envelope(&job, user_id.as_deref()) {
         Ok(envelope) => envelope,
         Err(e) => {
             table.delivered(&job.job_id, false);

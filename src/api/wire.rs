@@ -283,14 +283,14 @@ fn progress(job: &JobView) -> Progress {
     }
 }
 
-/// The `userId` of every Contour-submitted job: the emulator has no user directory.
-pub(crate) const EMULATOR_USER_ID: &str = "foundry-emulator-user";
+/// The `user_id` a cancel is recorded with: cancels are recorded by route, not by caller.
+pub(crate) const EMULATOR_USER_ID: &str = crate::auth::users::DEFAULT_USERNAME;
 
 /// Serializes the envelope of a dispatched job:
 /// `{"type":"computeModuleJobV1","computeModuleJobV1":{"jobId","queryType","query",
 /// "temporaryCredentialsAuthToken","authHeader","userId"}}`. The stored query (validated at
 /// submit) is spliced in as is, so a large query is copied once and never parsed again.
-pub(crate) fn envelope(job: &Dispatched) -> Result<Vec<u8>, Error> {
+pub(crate) fn envelope(job: &Dispatched, user_id: Option<&str>) -> Result<Vec<u8>, Error> {
     // Foundry hands a module the caller's credentials; the emulator's caller is whoever
     // held the bearer token, so the token doubles as the temporary credential.
     let bearer = job
@@ -298,7 +298,7 @@ pub(crate) fn envelope(job: &Dispatched) -> Result<Vec<u8>, Error> {
         .as_deref()
         .and_then(|h| h.trim().split_once(' '))
         .map(|(_, token)| token.trim());
-    let user = bearer.map(|_| EMULATOR_USER_ID);
+    let user = bearer.and(user_id);
     let mut out = Vec::with_capacity(job.query.len() + 256);
     out.extend_from_slice(br#"{"type":"computeModuleJobV1","computeModuleJobV1":{"jobId":"#);
     push_json(&mut out, &job.job_id)?;

@@ -7,25 +7,35 @@
 //! **Families.** Every credential carries the id of the grant it came from (one
 //! authorization, one client-credentials request). Reusing a spent code or a rotated refresh
 //! token revokes the whole family (RFC 6749 §4.1.2, RFC 9700 §4.14.2): whoever replays it
-//! has the other half of a stolen pair.
+//! has the other half of a stolen pair. A revoked family is remembered, and issuing into it
+//! is refused under the same lock, so a replay or revocation that races an exchange cannot
+//! leave the exchange's new tokens alive.
 //!
-//! **Bounded.** Each kind keeps at most [`MAX_PER_KIND`] entries; past it, the oldest is
-//! forgotten. An expired entry is kept for [`EXPIRED_MEMORY`] so its holder learns "expired"
-//! rather than "unknown", then swept. The table's lock is taken alone (never with the job
-//! table's) and held for a lookup or an insert only.
+//! **Revoked and expired entries stay** (marked) for [`EXPIRED_MEMORY`] past their expiry, so
+//! their holder learns "revoked" or "expired" rather than "unknown", in both modes.
+//!
+//! **Bounded.** Each client keeps at most [`MAX_PER_CLIENT`] entries of each kind (past it,
+//! its own oldest goes, never another client's), and each kind at most [`MAX_PER_KIND`]
+//! (the backstop for permissive mode, where any client id is accepted). The lock is taken
+//! alone (never with the job table's) and held for one lookup, insert or exchange.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::sha256;
 use super::Principal;
 
-/// Entries of each kind kept at most (a client minting a token per request cannot grow the
-/// table without bound).
+/// Entries of each kind one client keeps at most.
+pub const MAX_PER_CLIENT: usize = 10_000;
+
+/// Entries of each kind kept at most, over all clients.
 pub const MAX_PER_KIND: usize = 50_000;
 
-/// How long an expired entry is remembered, to answer "expired".
+/// Revoked families remembered at most (the oldest is forgotten first).
+const MAX_REVOKED_FAMILIES: usize = 100_000;
+
+/// How long an expired or revoked entry is remembered, to answer why it is refused.
 pub const EXPIRED_MEMORY: Duration = Duration::from_secs(3600);
 
 /// How long an authorization code may be exchanged (RFC 6749 §4.1.2 recommends ≤ 10 min).
@@ -39,7 +49,6 @@ pub struct Grant {
     pub principal: Principal,
     pub client_id: String,
     pub expires_at: Instant,
-    family: u64,
 }
 
 /// A code from `authorize`, waiting for its exchange.
@@ -48,6 +57,8 @@ pub struct Code {
     pub principal: Principal,
     pub client_id: String,
     pub redirect_uri: String,
+    /// Whether `authorize` was sent the redirect URI (then the exchange must repeat it).
+    pub redirect_uri_sent: bool,
     /// The PKCE challenge and its method (`S256` or `plain`), when one was sent.
     pub challenge: Option<(String, String)>,
     pub expires_at: Instant,
@@ -58,6 +69,7 @@ pub struct Code {
 pub enum Refusal {
     Unknown,
     Expired,
+    Revoked,
     /// A code or refresh token already exchanged: its family is now revoked.
     Reused,
 }
@@ -68,12 +80,28 @@ struct Entry<T> {
     family: u64,
     /// Set on a spent code or a rotated refresh token (kept to detect replays).
     spent: bool,
+    revoked: bool,
 }
 
-/// One kind of credential: the entries and their insertion order, for sweeping.
+impl<T> Entry<T> {
+    fn refusal(&self, now: Instant) -> Option<Refusal> {
+        if self.revoked {
+            Some(Refusal::Revoked)
+        } else if self.spent {
+            Some(Refusal::Reused)
+        } else if self.expires_at <= now {
+            Some(Refusal::Expired)
+        } else {
+            None
+        }
+    }
+}
+
+/// One kind of credential: the entries, and their order of issue overall and per client.
 struct Kind<T> {
     entries: HashMap<Digest, Entry<T>>,
     order: VecDeque<Digest>,
+    by_client: HashMap<String, VecDeque<Digest>>,
 }
 
 impl<T> Default for Kind<T> {
@@ -81,14 +109,23 @@ impl<T> Default for Kind<T> {
         Kind {
             entries: HashMap::new(),
             order: VecDeque::new(),
+            by_client: HashMap::new(),
         }
     }
 }
 
 impl<T> Kind<T> {
-    fn insert(&mut self, key: Digest, entry: Entry<T>, now: Instant) {
-        // Forget what expired long ago, then the oldest while full. Entries are inserted in
-        // order of issue and every entry of a kind lives as long, so the front is the oldest.
+    fn insert(&mut self, client: &str, key: Digest, entry: Entry<T>, now: Instant) {
+        // The client's own oldest go first once it holds its share.
+        let mine = self.by_client.entry(client.to_string()).or_default();
+        while mine.len() >= MAX_PER_CLIENT {
+            if let Some(old) = mine.pop_front() {
+                self.entries.remove(&old);
+            }
+        }
+        mine.push_back(key);
+        // Then what expired long ago, and the oldest of all while the kind is full. Entries
+        // of a kind are inserted in order of issue and live as long, so the front is oldest.
         while let Some(front) = self.order.front() {
             let stale = match self.entries.get(front) {
                 None => true,
@@ -102,10 +139,19 @@ impl<T> Kind<T> {
         }
         self.order.push_back(key);
         self.entries.insert(key, entry);
+        // Per-client queues may name entries already gone; drop empty queues of departed
+        // clients now and then so permissive mode's made-up ids do not pile up.
+        if self.by_client.len() > MAX_PER_KIND {
+            let entries = &self.entries;
+            self.by_client
+                .retain(|_, keys| keys.iter().any(|k| entries.contains_key(k)));
+        }
     }
 
     fn revoke_family(&mut self, family: u64) {
-        self.entries.retain(|_, e| e.family != family);
+        for entry in self.entries.values_mut().filter(|e| e.family == family) {
+            entry.revoked = true;
+        }
     }
 }
 
@@ -115,6 +161,8 @@ struct Tables {
     refresh: Kind<Grant>,
     codes: Kind<Code>,
     next_family: u64,
+    revoked: HashSet<u64>,
+    revoked_order: VecDeque<u64>,
 }
 
 impl Tables {
@@ -122,7 +170,60 @@ impl Tables {
         self.access.revoke_family(family);
         self.refresh.revoke_family(family);
         self.codes.revoke_family(family);
+        if self.revoked.insert(family) {
+            self.revoked_order.push_back(family);
+            if self.revoked_order.len() > MAX_REVOKED_FAMILIES {
+                if let Some(old) = self.revoked_order.pop_front() {
+                    self.revoked.remove(&old);
+                }
+            }
+        }
     }
+
+    /// Inserts an access token (and a refresh token) for `principal` in `family`; `None`
+    /// when the family was revoked meanwhile.
+    fn issue(&mut self, issue: &Issue, now: Instant) -> Option<(String, Option<String>)> {
+        if self.revoked.contains(&issue.family) {
+            return None;
+        }
+        let access = mint("access");
+        let grant = |life: Duration| Grant {
+            principal: issue.principal.clone(),
+            client_id: issue.client_id.clone(),
+            expires_at: crate::api::deadline(now, life),
+        };
+        let entry = |value: Grant| Entry {
+            expires_at: value.expires_at,
+            value,
+            family: issue.family,
+            spent: false,
+            revoked: false,
+        };
+        self.access.insert(
+            &issue.client_id,
+            key(&access),
+            entry(grant(issue.life)),
+            now,
+        );
+        let refresh = issue.refresh_life.map(|life| {
+            let refresh = mint("refresh");
+            self.refresh
+                .insert(&issue.client_id, key(&refresh), entry(grant(life)), now);
+            refresh
+        });
+        Some((access, refresh))
+    }
+}
+
+/// What to issue: for whom, to which client, for how long, in which family.
+#[derive(Debug, Clone)]
+pub struct Issue {
+    pub principal: Principal,
+    pub client_id: String,
+    pub life: Duration,
+    /// A refresh token too, living this long.
+    pub refresh_life: Option<Duration>,
+    pub family: u64,
 }
 
 /// The issued credentials, behind one lock.
@@ -152,129 +253,110 @@ impl Issued {
         t.next_family
     }
 
-    /// Issues an access token (and a refresh token when `refresh_life` is set) in `family`.
-    pub fn issue(
-        &self,
-        principal: &Principal,
-        client_id: &str,
-        life: Duration,
-        refresh_life: Option<Duration>,
-        family: u64,
-    ) -> (String, Option<String>) {
-        let now = Instant::now();
-        let access = mint("access");
-        let refresh = refresh_life.map(|_| mint("refresh"));
-        let grant = |life: Duration| Grant {
-            principal: principal.clone(),
-            client_id: client_id.to_string(),
-            expires_at: crate::api::deadline(now, life),
-            family,
-        };
-        let mut t = self.lock();
-        let access_grant = grant(life);
-        let expires_at = access_grant.expires_at;
-        t.access.insert(
-            key(&access),
-            Entry {
-                value: access_grant,
-                expires_at,
-                family,
-                spent: false,
-            },
-            now,
-        );
-        if let (Some(refresh), Some(refresh_life)) = (&refresh, refresh_life) {
-            let refresh_grant = grant(refresh_life);
-            let expires_at = refresh_grant.expires_at;
-            t.refresh.insert(
-                key(refresh),
-                Entry {
-                    value: refresh_grant,
-                    expires_at,
-                    family,
-                    spent: false,
-                },
-                now,
-            );
-        }
-        (access, refresh)
+    /// Issues an access token (and a refresh token when asked) in a fresh family.
+    pub fn issue(&self, issue: &Issue) -> Option<(String, Option<String>)> {
+        self.lock().issue(issue, Instant::now())
     }
 
     /// What a presented access token stands for.
     pub fn access(&self, token: &str) -> Result<Grant, Refusal> {
         let t = self.lock();
         let entry = t.access.entries.get(&key(token)).ok_or(Refusal::Unknown)?;
-        if entry.expires_at <= Instant::now() {
-            return Err(Refusal::Expired);
+        match entry.refusal(Instant::now()) {
+            Some(refusal) => Err(refusal),
+            None => Ok(entry.value.clone()),
         }
-        Ok(entry.value.clone())
     }
 
     /// Stores a code for `authorize`; answers the code to send back.
-    pub fn issue_code(&self, code: Code, family: u64) -> String {
+    pub fn issue_code(&self, code: Code) -> String {
         let now = Instant::now();
         let text = mint("code");
-        let expires_at = code.expires_at;
-        self.lock().codes.insert(
-            key(&text),
-            Entry {
-                value: code,
-                expires_at,
-                family,
-                spent: false,
-            },
-            now,
-        );
+        let mut t = self.lock();
+        t.next_family += 1;
+        let family = t.next_family;
+        let client = code.client_id.clone();
+        let entry = Entry {
+            expires_at: code.expires_at,
+            value: code,
+            family,
+            spent: false,
+            revoked: false,
+        };
+        t.codes.insert(&client, key(&text), entry, now);
         text
     }
 
-    /// Spends a code (whatever the exchange's outcome: a code is good for one try). A second
-    /// presentation revokes everything issued from the first.
-    pub fn spend_code(&self, code: &str) -> Result<(Code, u64), Refusal> {
+    /// Exchanges a code: spends it (whatever the outcome: a code is good for one try), lets
+    /// `check` judge it, and issues what `issue` says into its family, all under one lock. A
+    /// second presentation revokes everything issued from the first.
+    pub fn exchange_code<E>(
+        &self,
+        code: &str,
+        refused: impl Fn(Refusal) -> E,
+        check: impl FnOnce(&Code) -> Result<Issue, E>,
+    ) -> Result<(Principal, String, Option<String>), E> {
+        let now = Instant::now();
         let mut t = self.lock();
         let entry = t
             .codes
             .entries
             .get_mut(&key(code))
-            .ok_or(Refusal::Unknown)?;
-        if entry.spent {
-            let family = entry.family;
-            t.revoke_family(family);
-            return Err(Refusal::Reused);
+            .ok_or_else(|| refused(Refusal::Unknown))?;
+        let family = entry.family;
+        match entry.refusal(now) {
+            Some(Refusal::Reused) => {
+                t.revoke_family(family);
+                return Err(refused(Refusal::Reused));
+            }
+            Some(refusal) => {
+                entry.spent = true;
+                return Err(refused(refusal));
+            }
+            None => entry.spent = true,
         }
-        entry.spent = true;
-        if entry.expires_at <= Instant::now() {
-            return Err(Refusal::Expired);
-        }
-        Ok((entry.value.clone(), entry.family))
+        let code = entry.value.clone();
+        let mut issue = check(&code)?;
+        issue.family = family;
+        let (access, refresh) = t
+            .issue(&issue, now)
+            .ok_or_else(|| refused(Refusal::Revoked))?;
+        Ok((issue.principal, access, refresh))
     }
 
-    /// Spends a refresh token for rotation, if `accept` takes its grant (a request the
-    /// client may make): the caller issues the family's next pair. A refused request spends
+    /// Rotates a refresh token, if `accept` takes its grant (a request the client may make):
+    /// spends it and issues the family's next pair under one lock. A refused request spends
     /// nothing; a rotated token presented again revokes the family.
-    pub fn spend_refresh<E>(
+    pub fn rotate_refresh<E>(
         &self,
         token: &str,
         refused: impl Fn(Refusal) -> E,
-        accept: impl FnOnce(&Grant) -> Result<(), E>,
-    ) -> Result<(Grant, u64), E> {
+        accept: impl FnOnce(&Grant) -> Result<Issue, E>,
+    ) -> Result<(Principal, String, Option<String>), E> {
+        let now = Instant::now();
         let mut t = self.lock();
         let entry = t
             .refresh
             .entries
             .get_mut(&key(token))
             .ok_or_else(|| refused(Refusal::Unknown))?;
-        if entry.spent {
-            let family = entry.family;
-            t.revoke_family(family);
-            return Err(refused(Refusal::Reused));
+        let family = entry.family;
+        match entry.refusal(now) {
+            Some(Refusal::Reused) => {
+                t.revoke_family(family);
+                return Err(refused(Refusal::Reused));
+            }
+            Some(refusal) => return Err(refused(refusal)),
+            None => {}
         }
-        if entry.expires_at <= Instant::now() {
-            return Err(refused(Refusal::Expired));
-        }
-        accept(&entry.value)?;
+        let grant = entry.value.clone();
+        let mut issue = accept(&grant)?;
         entry.spent = true;
-        Ok((entry.value.clone(), entry.family))
+        issue.family = family;
+        let (access, refresh) = t
+            .issue(&issue, now)
+            .ok_or_else(|| refused(Refusal::Revoked))?;
+        Ok((issue.principal, access, refresh))
     }
 
     /// Revokes a token (access or refresh; RFC 7009) if `client_id` owns it. A refresh token
@@ -282,9 +364,9 @@ impl Issued {
     pub fn revoke(&self, token: &str, client_id: &str) {
         let k = key(token);
         let mut t = self.lock();
-        if let Some(e) = t.access.entries.get(&k) {
+        if let Some(e) = t.access.entries.get_mut(&k) {
             if e.value.client_id == client_id {
-                t.access.entries.remove(&k);
+                e.revoked = true;
             }
             return;
         }
@@ -296,7 +378,7 @@ impl Issued {
         }
     }
 
-    /// Live entries per kind (access, refresh, codes), for tests and metrics.
+    /// Entries per kind (access, refresh, codes), for tests.
     pub fn counts(&self) -> (usize, usize, usize) {
         let t = self.lock();
         (
@@ -307,9 +389,79 @@ impl Issued {
     }
 }
 
-impl Grant {
-    /// The family this grant belongs to (a refresh continues it).
-    pub fn family(&self) -> u64 {
-        self.family
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::users::User;
+    use std::sync::Arc;
+
+    fn principal() -> Principal {
+        Principal {
+            user: Arc::new(User::named("u")),
+            scopes: Vec::new(),
+            operator: true,
+        }
+    }
+
+    fn issue_for(p: &Principal, client: &str, family: u64) -> Issue {
+        Issue {
+            principal: p.clone(),
+            client_id: client.to_string(),
+            life: Duration::from_secs(60),
+            refresh_life: None,
+            family,
+        }
+    }
+
+    #[test]
+    fn a_storm_of_one_client_evicts_only_its_own_tokens() {
+        let issued = Issued::default();
+        let p = principal();
+        let (victim, _) = issued.issue(&issue_for(&p, "victim", 1)).unwrap();
+        for _ in 0..MAX_PER_CLIENT + 10 {
+            issued.issue(&issue_for(&p, "storm", 2)).unwrap();
+        }
+        assert!(
+            issued.access(&victim).is_ok(),
+            "the victim's token survives"
+        );
+        assert_eq!(issued.counts().0, MAX_PER_CLIENT + 1);
+    }
+
+    #[test]
+    fn nothing_is_issued_into_a_revoked_family() {
+        let issued = Issued::default();
+        let p = principal();
+        let family = issued.new_family();
+        let (_, refresh) = issued
+            .issue(&Issue {
+                refresh_life: Some(Duration::from_secs(60)),
+                ..issue_for(&p, "c", family)
+            })
+            .unwrap();
+        let refresh = refresh.unwrap();
+        issued.revoke(&refresh, "c");
+        assert!(issued.issue(&issue_for(&p, "c", family)).is_none());
+        assert_eq!(
+            issued
+                .access(&issued.issue(&issue_for(&p, "c", family + 1)).unwrap().0)
+                .err(),
+            None
+        );
+    }
+
+    #[test]
+    fn revoked_tokens_say_so() {
+        let issued = Issued::default();
+        let p = principal();
+        let (token, _) = issued.issue(&issue_for(&p, "c", 1)).unwrap();
+        issued.revoke(&token, "other");
+        assert!(
+            issued.access(&token).is_ok(),
+            "another client cannot revoke it"
+        );
+        issued.revoke(&token, "c");
+        assert_eq!(issued.access(&token).err(), Some(Refusal::Revoked));
+        assert_eq!(issued.access("nope").err(), Some(Refusal::Unknown));
     }
 }

@@ -67,6 +67,11 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct Principal {
     pub user: Arc<User>,
     pub scopes: Vec<String>,
+    /// May steer the emulator in strict mode (create or reset sessions, inspect, list,
+    /// reset, faults): a static token, or a token issued to a client that proved its secret.
+    /// A public client's sign-in proves nothing (anyone can sign in as anyone here), so its
+    /// tokens reach the Contour routes only.
+    pub operator: bool,
 }
 
 /// A static bearer token (`--token`, seed `tokens`), optionally acting for a login.
@@ -174,6 +179,7 @@ impl Auth {
                 let principal = Principal {
                     user,
                     scopes: t.scopes,
+                    operator: true,
                 };
                 (t.token, principal)
             })
@@ -211,7 +217,8 @@ impl Auth {
 
     /// Who an `Authorization` header acts for. Strict mode accepts static tokens and live
     /// issued ones; permissive mode accepts any non-empty bearer (an issued one acts for its
-    /// user, any other for the default user).
+    /// user, any other for the default user) except an issued one that expired or was
+    /// revoked, so a client's refresh logic can be tested in either mode.
     pub fn principal(&self, authorization: Option<&str>) -> Result<Principal, Error> {
         let token = authorization
             .and_then(bearer_token)
@@ -226,9 +233,21 @@ impl Auth {
         }
         match self.issued.access(token) {
             Ok(grant) => Ok(grant.principal),
-            Err(_) if !self.strict => Ok(self.default_principal()),
             Err(Refusal::Expired) => Err(Error::TokenExpired),
+            Err(Refusal::Unknown) if !self.strict => Ok(self.default_principal()),
             Err(_) => Err(Error::InvalidToken),
+        }
+    }
+
+    /// [`Auth::principal`] for the routes that steer the emulator: in strict mode only an
+    /// operator ([`Principal::operator`]) passes; in permissive mode nothing is checked.
+    pub fn operator(&self, authorization: Option<&str>) -> Result<(), Error> {
+        if !self.strict {
+            return Ok(());
+        }
+        match self.principal(authorization)? {
+            p if p.operator => Ok(()),
+            _ => Err(Error::NotOperator),
         }
     }
 
@@ -237,6 +256,7 @@ impl Auth {
         Principal {
             user: self.default_user.clone(),
             scopes: Vec::new(),
+            operator: true,
         }
     }
 
@@ -333,12 +353,18 @@ mod tests {
         let strict = auth(true, &[]);
         let principal = strict.default_principal();
         let family = strict.issued.new_family();
+        let issue = |life| issued::Issue {
+            principal: principal.clone(),
+            client_id: "c".into(),
+            life,
+            refresh_life: None,
+            family,
+        };
         let (live, _) = strict
             .issued
-            .issue(&principal, "c", Duration::from_secs(60), None, family);
-        let (dead, _) = strict
-            .issued
-            .issue(&principal, "c", Duration::ZERO, None, family);
+            .issue(&issue(Duration::from_secs(60)))
+            .unwrap();
+        let (dead, _) = strict.issued.issue(&issue(Duration::ZERO)).unwrap();
         assert!(strict.principal(Some(&format!("Bearer {live}"))).is_ok());
         assert_eq!(
             strict

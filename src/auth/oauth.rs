@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::issued::{Code, Refusal, CODE_LIFE};
+use super::issued::{Code, Issue, Refusal, CODE_LIFE};
 use super::users::User;
 use super::{constant_time_eq, sha256, Auth, OauthClient, Principal};
 use crate::error::Error;
@@ -65,7 +65,7 @@ impl Caller<'_> {
             Some(c) if !c.grant_types.is_empty() && !c.grant_types.iter().any(|g| g == grant) => {
                 Err(Error::UnauthorizedClient(format!(
                     "The client '{}' may not use the grant '{grant}'.",
-                    self.id.escape_debug()
+                    shown(&self.id)
                 )))
             }
             _ => Ok(()),
@@ -93,8 +93,8 @@ impl Caller<'_> {
             if let Some(bad) = scopes.iter().find(not_allowed) {
                 return Err(Error::InvalidScope(format!(
                     "The scope '{}' is not allowed to client '{}'.",
-                    bad.escape_debug(),
-                    self.id.escape_debug()
+                    shown(bad),
+                    shown(&self.id)
                 )));
             }
         }
@@ -122,7 +122,7 @@ pub fn parse_scopes(text: &str) -> Result<Vec<String>, Error> {
         if !valid {
             return Err(Error::InvalidScope(format!(
                 "The scope '{}' has a character RFC 6749 does not allow in a scope.",
-                word.escape_debug()
+                shown(word)
             )));
         }
         if !scopes.iter().any(|s| s == word) {
@@ -132,11 +132,23 @@ pub fn parse_scopes(text: &str) -> Result<Vec<String>, Error> {
     Ok(scopes)
 }
 
-/// The client id and secret a request presents, from Basic or from the body.
-fn presented_client(
-    form: &Form,
-    authorization: Option<&str>,
-) -> Result<(String, Option<String>), Error> {
+/// A client id (or another client-chosen name) longer than this is refused: every issued
+/// credential stores its client id, so an unbounded one would make the bounded table large.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// A client-chosen text as shown in an error description: escaped, at most 64 characters.
+pub fn shown(text: &str) -> String {
+    let escaped = text.escape_debug().to_string();
+    match escaped.char_indices().nth(64) {
+        Some((at, _)) => format!("{}…", &escaped[..at]),
+        None => escaped,
+    }
+}
+
+/// The client id and secret a request presents, from Basic or from the body. A Basic pair
+/// is answered both decoded (RFC 6749 §2.3.1: form-encoded before base64, as oauth4webapi
+/// does) and as sent (curl `-u` and most HTTP libraries do not encode).
+fn presented_client(form: &Form, authorization: Option<&str>) -> Result<Presented, Error> {
     let basic = authorization.and_then(|h| {
         let (scheme, rest) = h.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("basic").then(|| rest.trim())
@@ -148,29 +160,33 @@ fn presented_client(
                     .into(),
             )
         })?;
-        return Ok((
-            id.to_string(),
-            form.get("client_secret").map(str::to_string),
-        ));
+        return Ok(Presented {
+            ids: vec![id.to_string()],
+            secrets: form.get("client_secret").map(|s| vec![s.to_string()]),
+        });
     };
     let malformed = || {
         Error::InvalidClient("The Authorization header is not valid HTTP Basic credentials.".into())
     };
-    let decoded = base64::engine::general_purpose::STANDARD
+    let decoded = base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT
         .decode(encoded)
         .map_err(|_| malformed())?;
     let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
     let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
-    // RFC 6749 §2.3.1: the id and secret are form-encoded before base64.
-    let form_decode = |s: &str| {
-        Form::parse(format!("v={s}").as_bytes())
-            .ok()
-            .map(|f| f.get("v").unwrap_or("").to_string())
+    let both = |raw: &str| -> Option<Vec<String>> {
+        let spaced = raw.replace('+', " ");
+        let unescaped = percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8()
+            .ok()?
+            .into_owned();
+        Some(if unescaped == raw {
+            vec![unescaped]
+        } else {
+            vec![unescaped, raw.to_string()]
+        })
     };
-    let (id, secret) = (
-        form_decode(id).ok_or_else(malformed)?,
-        form_decode(secret).ok_or_else(malformed)?,
-    );
+    let ids = both(id).ok_or_else(malformed)?;
+    let secrets = both(secret).ok_or_else(malformed)?;
     if id.is_empty() {
         return Err(malformed());
     }
@@ -179,12 +195,24 @@ fn presented_client(
             "The client authenticates twice (HTTP Basic and client_secret); use one method.".into(),
         ));
     }
-    if form.get("client_id").is_some_and(|body_id| body_id != id) {
+    if form
+        .get("client_id")
+        .is_some_and(|body_id| !ids.iter().any(|id| id == body_id))
+    {
         return Err(Error::InvalidRequest(
             "The client_id in the body differs from the HTTP Basic one.".into(),
         ));
     }
-    Ok((id, Some(secret)))
+    Ok(Presented {
+        ids,
+        secrets: Some(secrets),
+    })
+}
+
+/// A client id and secret as presented: each in its readings (decoded first, then as sent).
+struct Presented {
+    ids: Vec<String>,
+    secrets: Option<Vec<String>>,
 }
 
 /// Authenticates the calling client (strict mode: seeded, and its secret matches).
@@ -193,23 +221,39 @@ fn authenticate<'a>(
     form: &Form,
     authorization: Option<&str>,
 ) -> Result<Caller<'a>, Error> {
-    let (id, secret) = presented_client(form, authorization)?;
+    let presented = presented_client(form, authorization)?;
+    let id = presented.ids[0].clone();
+    if id.len() > MAX_ID_BYTES {
+        return Err(Error::InvalidClient(format!(
+            "The client id is {} bytes; at most {MAX_ID_BYTES} are accepted.",
+            id.len()
+        )));
+    }
     if !auth.is_strict() {
         return Ok(Caller { id, seeded: None });
     }
-    let unknown = || Error::InvalidClient(format!("Unknown client '{}'.", id.escape_debug()));
-    let client = auth.client(&id).ok_or_else(unknown)?;
+    let unknown = || Error::InvalidClient(format!("Unknown client '{}'.", shown(&id)));
+    let client = presented
+        .ids
+        .iter()
+        .find_map(|id| auth.client(id))
+        .ok_or_else(unknown)?;
+    let id = client.client_id.clone();
     if let Some(expected) = &client.client_secret {
-        let presented = secret.ok_or_else(|| {
+        let secrets = presented.secrets.ok_or_else(|| {
             Error::InvalidClient(format!(
                 "The client '{}' must authenticate with its secret.",
-                id.escape_debug()
+                shown(&id)
             ))
         })?;
-        if !expected.matches(&presented) {
+        // Every reading is compared (constant-time each), so timing does not say which matched.
+        let matched = secrets
+            .iter()
+            .fold(false, |ok, secret| expected.matches(secret) | ok);
+        if !matched {
             return Err(Error::InvalidClient(format!(
                 "The secret of client '{}' is wrong.",
-                id.escape_debug()
+                shown(&id)
             )));
         }
     }
@@ -225,7 +269,7 @@ pub fn token(auth: &Auth, form: &Form, authorization: Option<&str>) -> Result<To
     if !["client_credentials", "authorization_code", "refresh_token"].contains(&grant_type) {
         return Err(Error::UnsupportedGrantType(format!(
             "The grant type '{}' is not supported; use client_credentials, authorization_code or refresh_token.",
-            grant_type.escape_debug()
+            shown(grant_type)
         )));
     }
     let caller = authenticate(auth, form, authorization)?;
@@ -241,7 +285,7 @@ fn client_credentials(auth: &Auth, caller: &Caller, form: &Form) -> Result<Token
     if caller.is_public() {
         return Err(Error::UnauthorizedClient(format!(
             "The client '{}' is public (no secret) and may not use client_credentials.",
-            caller.id.escape_debug()
+            shown(&caller.id)
         )));
     }
     let scopes = caller.grant_scopes(form.get("scope"))?;
@@ -249,39 +293,73 @@ fn client_credentials(auth: &Auth, caller: &Caller, form: &Form) -> Result<Token
         &caller.id,
         caller.seeded.and_then(|c| c.name.as_deref()),
     ));
-    let principal = Principal { user, scopes };
-    Ok(answer(
+    // The client proved its secret: its token may steer the emulator too.
+    let principal = Principal {
+        user,
+        scopes,
+        operator: true,
+    };
+    let issue = issue_for(auth, caller, principal, auth.issued.new_family());
+    let (access_token, refresh_token) = auth
+        .issued
+        .issue(&issue)
+        .expect("a fresh family is never revoked");
+    Ok(TokenAnswer::new(
         auth,
-        &principal,
-        &caller.id,
-        auth.issued.new_family(),
+        issue.principal,
+        access_token,
+        refresh_token,
     ))
 }
 
 fn authorization_code(auth: &Auth, caller: &Caller, form: &Form) -> Result<TokenAnswer, Error> {
     let code = form.require("code").map_err(Error::InvalidRequest)?;
-    let redirect_uri = form
-        .require("redirect_uri")
-        .map_err(Error::InvalidRequest)?;
-    let (issued, family) = auth.issued.spend_code(code).map_err(|r| match r {
+    let redirect_uri = form.get("redirect_uri");
+    let refused = |r| match r {
         Refusal::Unknown => Error::InvalidGrant("The authorization code is not known.".into()),
         Refusal::Expired => Error::InvalidGrant("The authorization code has expired.".into()),
+        Refusal::Revoked => Error::InvalidGrant("The authorization code was revoked.".into()),
         Refusal::Reused => Error::InvalidGrant(
             "The authorization code was already used; the tokens issued for it are revoked.".into(),
         ),
-    })?;
-    if issued.client_id != caller.id {
-        return Err(Error::InvalidGrant(
-            "The authorization code was issued to another client.".into(),
-        ));
-    }
-    if issued.redirect_uri != redirect_uri {
-        return Err(Error::InvalidGrant(
-            "The redirect_uri differs from the one the code was issued for.".into(),
-        ));
-    }
-    check_verifier(issued.challenge.as_ref(), form.get("code_verifier"))?;
-    Ok(answer(auth, &issued.principal, &caller.id, family))
+    };
+    let check = |issued: &Code| {
+        if issued.client_id != caller.id {
+            return Err(Error::InvalidGrant(
+                "The authorization code was issued to another client.".into(),
+            ));
+        }
+        // RFC 6749 §4.1.3: required when `authorize` was sent one, and then identical.
+        match redirect_uri {
+            None if issued.redirect_uri_sent => {
+                return Err(Error::InvalidRequest(
+                    "The parameter 'redirect_uri' is required.".into(),
+                ))
+            }
+            Some(uri) if uri != issued.redirect_uri => {
+                return Err(Error::InvalidGrant(
+                    "The redirect_uri differs from the one the code was issued for.".into(),
+                ))
+            }
+            _ => {}
+        }
+        check_verifier(issued.challenge.as_ref(), form.get("code_verifier"))?;
+        let principal = Principal {
+            // A public client proves nothing but the verifier: its tokens may call Contour,
+            // not steer the emulator.
+            operator: !caller.is_public(),
+            ..issued.principal.clone()
+        };
+        Ok(issue_for(auth, caller, principal, 0))
+    };
+    let (principal, access_token, refresh_token) =
+        auth.issued.exchange_code(code, refused, check)?;
+    Ok(TokenAnswer::new(
+        auth,
+        principal,
+        access_token,
+        refresh_token,
+    ))
 }
 
 fn refresh(auth: &Auth, caller: &Caller, form: &Form) -> Result<TokenAnswer, Error> {
@@ -290,7 +368,7 @@ fn refresh(auth: &Auth, caller: &Caller, form: &Form) -> Result<TokenAnswer, Err
         .map_err(Error::InvalidRequest)?;
     let asked = form.get("scope").map(parse_scopes).transpose()?;
     let refused = |r| match r {
-        Refusal::Unknown => {
+        Refusal::Unknown | Refusal::Revoked => {
             Error::InvalidGrant("The refresh token is not known or was revoked.".into())
         }
         Refusal::Expired => Error::InvalidGrant("The refresh token has expired.".into()),
@@ -308,50 +386,60 @@ fn refresh(auth: &Auth, caller: &Caller, form: &Form) -> Result<TokenAnswer, Err
             .iter()
             .flatten()
             .find(|s| !grant.principal.scopes.contains(s));
-        match widened {
-            Some(bad) => Err(Error::InvalidScope(format!(
+        if let Some(bad) = widened {
+            return Err(Error::InvalidScope(format!(
                 "The scope '{}' was not granted originally; a refresh may only narrow the scopes.",
-                bad.escape_debug()
-            ))),
-            None => Ok(()),
+                shown(bad)
+            )));
         }
+        let mut principal = grant.principal.clone();
+        if let Some(asked) = &asked {
+            principal.scopes = asked.clone();
+        }
+        // A refresh always rotates: the answer carries the family's next refresh token.
+        Ok(Issue {
+            refresh_life: Some(REFRESH_LIFE),
+            ..issue_for(auth, caller, principal, 0)
+        })
     };
-    let (grant, family) = auth.issued.spend_refresh(token, refused, accept)?;
-    let mut principal = grant.principal;
-    if let Some(asked) = asked {
-        principal.scopes = asked;
-    }
-    // A refresh always rotates: the answer carries the family's next refresh token.
-    let (access_token, refresh_token) = auth.issued.issue(
-        &principal,
-        &caller.id,
-        auth.token_ttl(),
-        Some(REFRESH_LIFE),
-        family,
-    );
-    Ok(TokenAnswer {
+    let (principal, access_token, refresh_token) =
+        auth.issued.rotate_refresh(token, refused, accept)?;
+    Ok(TokenAnswer::new(
+        auth,
+        principal,
         access_token,
-        expires_in: auth.token_ttl().as_secs(),
-        scopes: principal.scopes,
         refresh_token,
-    })
+    ))
 }
 
-/// Issues the access token (and a refresh token when `offline_access` was granted).
-fn answer(auth: &Auth, principal: &Principal, client_id: &str, family: u64) -> TokenAnswer {
-    let refresh_life = principal
-        .scopes
-        .iter()
-        .any(|s| s == OFFLINE_ACCESS)
-        .then_some(REFRESH_LIFE);
-    let (access_token, refresh_token) =
-        auth.issued
-            .issue(principal, client_id, auth.token_ttl(), refresh_life, family);
-    TokenAnswer {
-        access_token,
-        expires_in: auth.token_ttl().as_secs(),
-        scopes: principal.scopes.clone(),
-        refresh_token,
+/// What to issue for `principal`: an access token, and a refresh token when
+/// `offline_access` was granted to a client that may use the refresh grant.
+fn issue_for(auth: &Auth, caller: &Caller, principal: Principal, family: u64) -> Issue {
+    let wants_refresh = principal.scopes.iter().any(|s| s == OFFLINE_ACCESS);
+    let refresh_life =
+        (wants_refresh && caller.may_use("refresh_token").is_ok()).then_some(REFRESH_LIFE);
+    Issue {
+        principal,
+        client_id: caller.id.clone(),
+        life: auth.token_ttl(),
+        refresh_life,
+        family,
+    }
+}
+
+impl TokenAnswer {
+    fn new(
+        auth: &Auth,
+        principal: Principal,
+        access_token: String,
+        refresh_token: Option<String>,
+    ) -> TokenAnswer {
+        TokenAnswer {
+            access_token,
+            expires_in: auth.token_ttl().as_secs(),
+            scopes: principal.scopes,
+            refresh_token,
+        }
     }
 }
 
@@ -416,6 +504,8 @@ pub fn revoke(auth: &Auth, form: &Form, authorization: Option<&str>) -> Result<(
 pub struct Authorization {
     pub client_id: String,
     pub redirect_uri: String,
+    /// Whether the request named it (else it is the client's one registered URI).
+    pub redirect_uri_sent: bool,
     pub state: Option<String>,
     pub scopes: Vec<String>,
     pub challenge: Option<(String, String)>,
@@ -443,13 +533,20 @@ pub fn authorization(auth: &Auth, params: &Form) -> Result<Authorization, Author
     let client_id = params
         .require("client_id")
         .map_err(|why| direct(Error::InvalidRequest(why)))?;
+    if client_id.len() > MAX_ID_BYTES {
+        return Err(direct(Error::InvalidRequest(format!(
+            "The client_id is {} bytes; at most {MAX_ID_BYTES} are accepted.",
+            client_id.len()
+        ))));
+    }
     let seeded = auth.client(client_id);
     if auth.is_strict() && seeded.is_none() {
         return Err(direct(Error::InvalidRequest(format!(
             "Unknown client '{}'.",
-            client_id.escape_debug()
+            shown(client_id)
         ))));
     }
+    let redirect_uri_sent = params.get("redirect_uri").is_some();
     let redirect_uri = match (params.get("redirect_uri"), seeded) {
         (Some(uri), _) => uri.to_string(),
         (None, Some(c)) if c.redirect_uris.len() == 1 => c.redirect_uris[0].clone(),
@@ -460,20 +557,32 @@ pub fn authorization(auth: &Auth, params: &Form) -> Result<Authorization, Author
         }
     };
     let registered = seeded.is_none_or(|c| c.redirect_uris.contains(&redirect_uri));
-    if !registered || !plausible_redirect(&redirect_uri) {
+    if !registered || !plausible_redirect(&redirect_uri) || redirect_uri.len() > MAX_URI_BYTES {
         return Err(direct(Error::InvalidRequest(format!(
             "The redirect_uri '{}' is not registered for client '{}'.",
-            redirect_uri.escape_debug(),
-            client_id.escape_debug()
+            shown(&redirect_uri),
+            shown(client_id)
         ))));
     }
-    let state = params.get("state").map(str::to_string);
+    let state = params
+        .get("state")
+        .filter(|s| s.len() <= MAX_STATE_BYTES)
+        .map(str::to_string);
     let back = |code: &'static str, description: String| AuthorizeError::Redirect {
         redirect_uri: redirect_uri.clone(),
         state: state.clone(),
         code,
         description,
     };
+    if params
+        .get("state")
+        .is_some_and(|s| s.len() > MAX_STATE_BYTES)
+    {
+        return Err(back(
+            "invalid_request",
+            format!("The state is longer than {MAX_STATE_BYTES} bytes."),
+        ));
+    }
     if params.get("response_type") != Some("code") {
         return Err(back(
             "unsupported_response_type",
@@ -501,6 +610,11 @@ pub fn authorization(auth: &Auth, params: &Form) -> Result<Authorization, Author
             ))
         }
         (None, _) => None,
+        (Some(c), _) if !pkce_shaped(c) => return Err(back(
+            "invalid_request",
+            "The code_challenge must be 43 to 128 characters of [A-Za-z0-9-._~] (RFC 7636 §4.2)."
+                .into(),
+        )),
         (Some(c), method @ (None | Some("plain") | Some("S256"))) => {
             Some((c.to_string(), method.unwrap_or("plain").to_string()))
         }
@@ -509,7 +623,7 @@ pub fn authorization(auth: &Auth, params: &Form) -> Result<Authorization, Author
                 "invalid_request",
                 format!(
                     "The code_challenge_method '{}' is not supported; use S256 or plain.",
-                    other.escape_debug()
+                    shown(other)
                 ),
             ))
         }
@@ -517,6 +631,7 @@ pub fn authorization(auth: &Auth, params: &Form) -> Result<Authorization, Author
     Ok(Authorization {
         client_id: client_id.to_string(),
         redirect_uri: redirect_uri.clone(),
+        redirect_uri_sent,
         state,
         scopes,
         challenge,
@@ -524,12 +639,31 @@ pub fn authorization(auth: &Auth, params: &Form) -> Result<Authorization, Author
     })
 }
 
-/// An absolute URI without a fragment (RFC 6749 §3.1.2), of a scheme a browser can follow.
+/// A redirect URI longer than this is refused.
+const MAX_URI_BYTES: usize = 2048;
+/// A `state` longer than this is refused (it is echoed in the redirect).
+const MAX_STATE_BYTES: usize = 1024;
+
+/// RFC 7636's verifier and challenge alphabet and length.
+fn pkce_shaped(text: &str) -> bool {
+    (43..=128).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+/// An absolute URI without a fragment (RFC 6749 §3.1.2), of a scheme an application can
+/// receive a code on (http, https, or an app's own scheme): never a scheme that runs or
+/// reads something (`javascript:`, `data:`, `file:`, `vbscript:`).
 fn plausible_redirect(uri: &str) -> bool {
     let Some((scheme, rest)) = uri.split_once(':') else {
         return false;
     };
-    !scheme.is_empty()
+    let dangerous = ["javascript", "data", "file", "vbscript"]
+        .iter()
+        .any(|d| scheme.eq_ignore_ascii_case(d));
+    !dangerous
+        && !scheme.is_empty()
         && scheme
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
@@ -544,14 +678,16 @@ pub fn sign_in(auth: &Auth, request: &Authorization, user: Arc<User>) -> String 
         principal: Principal {
             user,
             scopes: request.scopes.clone(),
+            // Decided at the exchange, by whether the client proves a secret.
+            operator: false,
         },
         client_id: request.client_id.clone(),
         redirect_uri: request.redirect_uri.clone(),
+        redirect_uri_sent: request.redirect_uri_sent,
         challenge: request.challenge.clone(),
         expires_at: crate::api::deadline(Instant::now(), CODE_LIFE),
     };
-    let family = auth.issued.new_family();
-    let code = auth.issued.issue_code(code, family);
+    let code = auth.issued.issue_code(code);
     let mut params = vec![("code", code)];
     if let Some(state) = &request.state {
         params.push(("state", state.clone()));

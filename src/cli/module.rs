@@ -46,11 +46,12 @@ pub struct ModuleArgs {
     /// mode needs an accepted one
     token: Option<String>,
     #[argh(option)]
-    /// OAuth2 client id the module acts as: sets CLIENT_ID (default: the runtime's seeded
-    /// oauth_client)
+    /// OAuth2 client id the module acts as: sets CLIENT_ID (env CLIENT_ID; default: the
+    /// runtime's seeded oauth_client)
     client_id: Option<String>,
     #[argh(option)]
-    /// that client's secret: sets CLIENT_SECRET
+    /// that client's secret: sets CLIENT_SECRET (env CLIENT_SECRET, which keeps it out of
+    /// `ps`)
     client_secret: Option<String>,
     #[argh(positional, greedy)]
     /// the module command and its arguments
@@ -87,11 +88,12 @@ pub struct ModuleEnvArgs {
     /// mode needs an accepted one
     token: Option<String>,
     #[argh(option)]
-    /// OAuth2 client id the module acts as: sets CLIENT_ID (default: the runtime's seeded
-    /// oauth_client)
+    /// OAuth2 client id the module acts as: sets CLIENT_ID (env CLIENT_ID; default: the
+    /// runtime's seeded oauth_client)
     client_id: Option<String>,
     #[argh(option)]
-    /// that client's secret: sets CLIENT_SECRET
+    /// that client's secret: sets CLIENT_SECRET (env CLIENT_SECRET, which keeps it out of
+    /// `ps`)
     client_secret: Option<String>,
 }
 
@@ -271,11 +273,19 @@ fn client_credentials(
     secret: Option<String>,
 ) -> Result<Vec<(String, String)>, CliError> {
     let seeded = |field: &str| created["oauthClient"][field].as_str().map(str::to_string);
+    let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let id = id.or_else(|| from_env("CLIENT_ID"));
+    let secret = secret.or_else(|| from_env("CLIENT_SECRET"));
     let (id, secret) = match (id, secret) {
         (Some(id), secret) => (Some(id), secret),
         (None, Some(_)) => return Err(CliError("--client-secret needs --client-id".into())),
         (None, None) => (seeded("clientId"), seeded("clientSecret")),
     };
+    if id.is_some() && secret.is_none() {
+        log::warn!(
+            "the module's OAuth2 client has no secret: the SDK's oauth() gets no token without CLIENT_SECRET"
+        );
+    }
     let mut env = Vec::new();
     if let Some(id) = id {
         env.push(("CLIENT_ID".to_string(), id));

@@ -4,14 +4,22 @@
 //! included more than once"), so is a body that is not UTF-8 once decoded; an empty value
 //! counts as absent (§3.1: "treated as if they were omitted").
 
+use std::collections::HashSet;
+
 use percent_encoding::percent_decode;
+
+/// A form body larger than this is refused: OAuth2 requests are a few hundred bytes.
+pub const MAX_FORM_BYTES: usize = 64 * 1024;
+/// A form with more parameters than this is refused.
+pub const MAX_PARAMETERS: usize = 100;
 
 /// A decoded form: each name at most once, in the order sent.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Form(Vec<(String, String)>);
 
 impl Form {
-    /// Decodes a body; the error is the sentence for an `invalid_request`.
+    /// Decodes a body; the error is the sentence for an `invalid_request`. (The caller
+    /// refuses bodies over [`MAX_FORM_BYTES`] before this.)
     pub fn parse(body: &[u8]) -> Result<Form, String> {
         let mut pairs = Vec::new();
         for pair in body.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
@@ -26,12 +34,19 @@ impl Form {
 
     /// A form from pairs already decoded (a query string), with the same rules.
     pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<Form, String> {
+        if pairs.len() > MAX_PARAMETERS {
+            return Err(format!(
+                "The form has {} parameters; at most {MAX_PARAMETERS} are accepted.",
+                pairs.len()
+            ));
+        }
         let mut kept: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+        let mut seen = HashSet::with_capacity(pairs.len());
         for (name, value) in pairs {
             if value.is_empty() {
                 continue;
             }
-            if kept.iter().any(|(n, _)| *n == name) {
+            if !seen.insert(name.clone()) {
                 return Err(format!(
                     "The parameter '{}' is sent more than once.",
                     name.escape_debug()

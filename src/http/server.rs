@@ -241,7 +241,7 @@ fn serve<H: Handler>(handler: &H, mut raw: tiny_http::Request) {
     let mut req = Req::new(raw.method(), raw.url(), raw.headers().to_vec(), body)
         .arrived(raw.received_at(), ClientGone::new(raw.gone_watch()));
     req.accepts_chunked = raw.minor_version() >= 1;
-    let (method, target) = (req.method.clone(), raw.url().to_string());
+    let (method, target) = (req.method.clone(), logged_target(raw.url()));
     let received_at = req.received_at;
     let reply = catch_unwind(AssertUnwindSafe(|| handler.handle(req))).unwrap_or_else(panic_reply);
     // Debug, not info: one line per request. The path is the client's, escaped (control
@@ -253,6 +253,22 @@ fn serve<H: Handler>(handler: &H, mut raw: tiny_http::Request) {
         received_at.elapsed().as_micros()
     );
     raw.respond(reply.into_response());
+}
+
+/// The target as logged: the path, and the query's names with their values left out (a
+/// query may carry a secret: an OAuth2 client secret, a `state`, a PKCE verifier).
+fn logged_target(target: &str) -> String {
+    match target.split_once('?') {
+        None => target.to_string(),
+        Some((path, query)) => {
+            let names: Vec<&str> = query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| p.split('=').next().unwrap_or(""))
+                .collect();
+            format!("{path}?{}=…", names.join("=…&"))
+        }
+    }
 }
 
 fn panic_reply(panic: Box<dyn std::any::Any + Send>) -> Reply {

@@ -130,6 +130,20 @@ impl TestServer {
         Rt::from_session(self, session)
     }
 
+    /// The id of the user a bearer token acts for (`GET /multipass/api/me`): what job
+    /// envelopes carry as `userId`.
+    pub fn user_id(&self, token: &str) -> String {
+        let me = send(
+            &agent(),
+            "GET",
+            &self.url("/multipass/api/me"),
+            &[("Authorization", &format!("Bearer {token}"))],
+            None,
+        );
+        me.expect_status(200);
+        me.json()["id"].as_str().expect("an id").to_string()
+    }
+
     pub fn create_runtime_raw(&self, body: &Value) -> Resp {
         send(
             &agent(),
