@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 mod auth;
 
-use crate::jobs::table::Limits;
+use crate::jobs::Limits;
 use crate::runtimes::builtin::{Builtin, ExecSpec};
 
 /// Everything `Emulator::start` needs. Build it with `Config::default()` and adjust fields.

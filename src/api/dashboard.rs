@@ -16,7 +16,7 @@ use super::App;
 use crate::clock::utc_millis;
 use crate::error::Error;
 use crate::http::{Reply, Req};
-use crate::jobs::table::RuntimeView;
+use crate::jobs::RuntimeView;
 use crate::jobs::{now_millis, JobId, JobView};
 
 /// Bytes of a query or result shown on a job page; past it the page says how much is hidden.

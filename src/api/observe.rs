@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use super::{wire, App};
 use crate::error::Error;
 use crate::http::{Reply, Req};
-use crate::jobs::table::{JobFilter, RuntimeView};
 use crate::jobs::{now_millis, JobId, JobSource, JobState, JobView};
+use crate::jobs::{JobFilter, RuntimeView};
 
 /// Default and largest page of `GET /_emulate/jobs`.
 const DEFAULT_LIMIT: usize = 50;

@@ -7,7 +7,7 @@ use super::{wire, App};
 use crate::error::Error;
 use crate::http::{BodySink, Reply, Req};
 use crate::jobs::stream::ResultStream;
-use crate::jobs::table::SessionSpec;
+use crate::jobs::SessionSpec;
 use crate::jobs::{Dispatched, JobId, JobTable, Taker};
 
 fn module_token(req: &Req) -> Option<&str> {

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::error::Error;
-use crate::jobs::table::RuntimeView;
+use crate::jobs::RuntimeView;
 use crate::jobs::{Dispatched, JobId, JobState, JobView};
 
 /// A JSON object body with its values left unparsed (a 1 MiB query is never built as a `Value`).

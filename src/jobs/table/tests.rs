@@ -1,7 +1,10 @@
 //! Unit tests of the job table: lifecycle, retention and the byte budget, waits, faults.
 
 use super::*;
+use crate::error::Error;
 use crate::jobs::stream::StreamReader;
+use crate::jobs::*;
+use serde_json::Value;
 
 fn table(limits: Limits) -> (JobTable, String) {
     let table = JobTable::new(limits);
