@@ -537,11 +537,11 @@ pub(crate) fn job_json(job: &JobView) -> Value {
 }
 
 /// `GET /_emulate/info`: where this emulator listens, for the module launcher.
-pub(crate) fn info(app: &super::App) -> Value {
-    let tls = app.tls.get();
+pub(crate) fn info(state: &super::State) -> Value {
+    let tls = state.tls.get();
     json!({
-        "base_url": app.listen_url,
-        "public_url": app.public_url,
+        "base_url": state.listen_url,
+        "public_url": state.public_url,
         "tls_base_url": tls.map(|t| t.base_url.as_str()),
         "ca_path": tls.and_then(|t| t.ca_path.as_deref()),
         "version": crate::cli::VERSION,

@@ -11,7 +11,7 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::jobs::faults::{Effect, FaultRule, Faults};
-use crate::jobs::lifecycle::finish;
+use crate::jobs::lifecycle::turn_terminal;
 use crate::jobs::table::Inner;
 use crate::jobs::{JobId, JobState, JobTable};
 
@@ -52,7 +52,7 @@ impl JobTable {
             Effect::None | Effect::Reject(_) => {}
             Effect::Fail { message, .. } => {
                 if let Some(job) = inner.jobs.get_mut(id) {
-                    finish(
+                    turn_terminal(
                         job,
                         JobState::Failed,
                         Some(message),

@@ -1,9 +1,9 @@
 //! A job's life: enqueue, claim and delivery to a runtime, the result, a failure, a cancel,
-//! and `finish`, the one place a job turns terminal.
+//! and `turn_terminal`, the one place a job turns terminal.
 //!
-//! **Invariant:** every end of a job goes through `finish`, under the table lock: it counts
+//! **Invariant:** every end of a job goes through `turn_terminal`, under the table lock: it counts
 //! the job out of its runtime's queue, queues it for eviction, reports it to the journal,
-//! ends its result stream, and leaves the terminal snapshot in the waiter slot *before* it
+//! ends its result stream, and leaves the terminal snapshot in the watch slot *before* it
 //! notifies, so no waiter misses an end (not even one followed at once by eviction). A job
 //! is `running` from its claim on; a module's claim stays `delivering` until
 //! `JobTable::delivered` says whether the envelope reached it (if not, the job is `queued`
@@ -20,7 +20,7 @@ use crate::jobs::retention::{retained_bytes, Ledger};
 use crate::jobs::sessions::Resolved;
 use crate::jobs::stream::StreamEnd;
 use crate::jobs::table::{Inner, Job, Limits};
-use crate::jobs::waits::Waiters;
+use crate::jobs::waits::WatchSlot;
 use crate::jobs::{
     now_millis, Cancellation, JobId, JobSource, JobState, JobTable, JobView, DEFAULT_FAILURE,
 };
@@ -85,7 +85,7 @@ impl JobTable {
     pub(super) fn enqueue_inner(
         &self,
         req: EnqueueRequest,
-        waker: Option<Arc<Waiters>>,
+        watch_slot: Option<Arc<WatchSlot>>,
     ) -> Result<JobId, Error> {
         // Minted before locking: it may refill the id pool (a getrandom call).
         let id = JobId::random();
@@ -130,7 +130,7 @@ impl JobTable {
         match (&unknown, &effect) {
             (None, Effect::None) => runtime.hand_over(&id, self.limits.max_queued)?,
             // Failed at submit: never handed out; counted in as queued only so that
-            // `finish` counts it out.
+            // `turn_terminal` counts it out.
             (Some(_), _) => runtime.queued += 1,
             // Dropped, delayed or failed by a fault rule: held as queued, not sent now.
             (None, _) => runtime.hold(self.limits.max_queued)?,
@@ -168,13 +168,13 @@ impl JobTable {
         let mut job = Box::new(Job {
             view,
             auth_header: req.auth_header.map(Arc::from),
-            waker,
+            watch_slot,
             run_deadline: None,
             delivering: false,
         });
         if let Some(message) = unknown {
             // Failed at submit: its waiter (a sync execute) hears it at once.
-            finish(
+            turn_terminal(
                 &mut job,
                 JobState::Failed,
                 Some(message),
@@ -278,7 +278,7 @@ impl JobTable {
                 self.limits.max_retained_bytes
             );
             let ledger = &mut inner.ledger;
-            finish(
+            turn_terminal(
                 job,
                 JobState::Failed,
                 Some(message.clone()),
@@ -290,7 +290,7 @@ impl JobTable {
         }
         job.view.result = Some(result);
         job.view.result_content_type = content_type;
-        finish(
+        turn_terminal(
             job,
             JobState::Succeeded,
             None,
@@ -317,7 +317,7 @@ impl JobTable {
                 if job.view.state.is_terminal() {
                     return Err(Error::result_conflict(job_id));
                 }
-                finish(
+                turn_terminal(
                     job,
                     JobState::Failed,
                     Some(message),
@@ -349,7 +349,7 @@ impl JobTable {
             by,
             was: job.view.state,
         });
-        finish(
+        turn_terminal(
             job,
             JobState::Failed,
             Some(canceled_message(id)),
@@ -412,7 +412,7 @@ pub(super) fn start_running(job: &mut Job, ledger: &mut Ledger, limits: &Limits)
 
 /// The one place a job turns terminal: sets the state, stamps the time, counts it out of its
 /// runtime's queue if it was queued, queues it for eviction, and wakes its waiters.
-pub(super) fn finish(
+pub(super) fn turn_terminal(
     job: &mut Job,
     state: JobState,
     message: Option<String>,
@@ -455,15 +455,15 @@ pub(super) fn finish(
         // Unbounded: never blocks under the lock. The view's payloads are shared, not copied.
         let _ = journal.send(Box::new(job.view.clone()));
     }
-    if let Some(waiters) = job.waker.take() {
+    if let Some(slot) = job.watch_slot.take() {
         // A streamed answer ends whole only now that the result is stored.
-        if let Some(stream) = waiters.stream.get() {
+        if let Some(stream) = slot.stream.get() {
             stream.end(match state {
                 JobState::Succeeded => StreamEnd::Whole,
                 _ => StreamEnd::Broken,
             });
         }
-        let _ = waiters.done.set(Box::new(job.view.clone()));
-        waiters.wake.notify_all();
+        let _ = slot.done.set(Box::new(job.view.clone()));
+        slot.wake.notify_all();
     }
 }

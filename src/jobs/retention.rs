@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use crate::error::Error;
 use crate::jobs::inspect::Counts;
-use crate::jobs::lifecycle::finish;
+use crate::jobs::lifecycle::turn_terminal;
 use crate::jobs::table::{Inner, Limits};
 use crate::jobs::{JobId, JobState, JobTable, JobView, RESULT_PREVIEW};
 
@@ -33,7 +33,7 @@ const REMEMBERED_EXPIRED: usize = 10_000;
 pub(super) struct Ledger {
     /// Terminal jobs in the order they finished, with when: eviction pops the front, O(1).
     pub(super) finished: VecDeque<(JobId, Instant)>,
-    /// Running jobs by runtime deadline; `finish` removes its entry (O(log n)), so only
+    /// Running jobs by runtime deadline; `turn_terminal` removes its entry (O(log n)), so only
     /// jobs still running are here.
     pub(super) running: BTreeSet<(Instant, JobId)>,
     /// Query and result bytes of the jobs in `finished`.
@@ -71,7 +71,7 @@ impl JobTable {
                         self.limits.max_job_runtime.as_secs_f64()
                     );
                     // Removes the entry from `running`.
-                    finish(
+                    turn_terminal(
                         job,
                         JobState::Failed,
                         Some(message),

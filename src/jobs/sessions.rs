@@ -2,8 +2,8 @@
 //! bindings of deployed apps, posted schemas, the restart notification, and the token check
 //! every runtime route goes through (`Inner::authorized`).
 //!
-//! **Invariant:** a session reset fails the old session's open jobs (through `finish`) before
-//! the runtime gets its new token and queue, all under one hold of the table lock, so no job
+//! **Invariant:** a session reset fails the old session's open jobs (through `turn_terminal`)
+//! before the runtime gets its new token and queue, all under one hold of the table lock, so no job
 //! of the old session is counted in the new one. A poll remembers the session it began in
 //! (`begin_poll`) so that it never counts itself out of a later one. The registry itself
 //! (`runtimes::Registry`) is plain data; only these methods, under the lock, change it.
@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::auth::Secret;
 use crate::error::Error;
-use crate::jobs::lifecycle::{finish, Target};
+use crate::jobs::lifecycle::{turn_terminal, Target};
 use crate::jobs::table::Inner;
 use crate::jobs::{now_millis, JobId, JobState, JobTable};
 use crate::runtimes::{Binding, Runtime};
@@ -234,7 +234,7 @@ impl Inner {
         for job in self.jobs.values_mut() {
             let open = !job.view.state.is_terminal() && which(job.view.state);
             if open && &*job.view.runtime_id == runtime_id {
-                finish(
+                turn_terminal(
                     job,
                     JobState::Failed,
                     Some(message.to_string()),

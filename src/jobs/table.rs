@@ -4,8 +4,8 @@
 //! the whole table at once: shutdown, the reset to the seed, the journal hook. The other
 //! `impl JobTable` blocks are split by concern across sibling modules of `jobs`:
 //! `sessions.rs` (runtime sessions, tokens, bindings), `lifecycle.rs` (enqueue, claim and
-//! delivery, complete, fail, cancel, and `finish`, the one place a job turns terminal),
-//! `waits.rs` (the waiter slot and the blocking waits on jobs and runtime channels),
+//! delivery, complete, fail, cancel, and `turn_terminal`, the one place a job turns terminal),
+//! `waits.rs` (the watch slot and the blocking waits on jobs and runtime channels),
 //! `retention.rs` (eviction, the byte budget, the sweep, expired-id memory, interning),
 //! `delays.rs` (fault decisions applied, and the delay clock), `inspect.rs` (snapshots,
 //! listings, totals). Other modules reach all of them through `crate::jobs`' re-exports.
@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 
 use crate::auth::Secret;
 use crate::jobs::faults::Faults;
-use crate::jobs::lifecycle::finish;
+use crate::jobs::lifecycle::turn_terminal;
 use crate::jobs::retention::Ledger;
-use crate::jobs::waits::Waiters;
+use crate::jobs::waits::WatchSlot;
 use crate::jobs::{now_millis, JobId, JobState, JobView};
 use crate::runtimes::{Binding, Registry};
 
@@ -78,8 +78,9 @@ impl Default for Limits {
 pub(super) struct Job {
     pub(super) view: JobView,
     pub(super) auth_header: Option<Arc<str>>,
-    /// Created by the first waiter; filled, notified and dropped when the job turns terminal.
-    pub(super) waker: Option<Arc<Waiters>>,
+    /// Its watch slot: created by the first waiter; filled, notified and dropped when the job
+    /// turns terminal.
+    pub(super) watch_slot: Option<Arc<WatchSlot>>,
     /// Its key in `Ledger::running` while the job runs.
     pub(super) run_deadline: Option<Instant>,
     /// Running, but the poll answer that carries it is still being written: if that write
@@ -185,7 +186,7 @@ impl JobTable {
         for job in inner.jobs.values_mut() {
             if !job.view.state.is_terminal() {
                 let message = Some(SHUTDOWN_MESSAGE.to_string());
-                finish(
+                turn_terminal(
                     job,
                     JobState::Failed,
                     message,
@@ -229,7 +230,7 @@ impl JobTable {
             if !job.view.state.is_terminal() {
                 jobs_failed += 1;
                 let message = Some(EMULATOR_RESET_MESSAGE.to_string());
-                finish(
+                turn_terminal(
                     job,
                     JobState::Failed,
                     message,

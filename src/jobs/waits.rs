@@ -1,7 +1,7 @@
-//! The blocking waits on jobs and runtime channels, and the waiter slot they sleep on.
+//! The blocking waits on jobs and runtime channels, and the watch slot they sleep on.
 //!
-//! A job's waiter slot (`Waiters`) is created with the job (`enqueue_watched`,
-//! `enqueue_streamed`) or on it (`watch`) and held by a `Watch`; `finish` fills it with the
+//! A job's watch slot (`WatchSlot`) is created with the job (`enqueue_watched`,
+//! `enqueue_streamed`) or on it (`watch`) and held by a `Watch`; `turn_terminal` fills it with the
 //! terminal snapshot and notifies it, and `open_stream` puts a streamed result in it.
 //!
 //! **Invariant:** a wait computes its deadline once, re-checks its condition after every
@@ -19,14 +19,17 @@ use std::time::Instant;
 use crossbeam_channel::select;
 
 use crate::error::Error;
-use crate::jobs::lifecycle::{finish, stream_broke_message, Dispatched, EnqueueRequest, Taker};
+use crate::jobs::lifecycle::{
+    stream_broke_message, turn_terminal, Dispatched, EnqueueRequest, Taker,
+};
 use crate::jobs::stream::{ResultStream, StreamReader};
 use crate::jobs::{JobId, JobState, JobTable, JobView};
 
-/// A registered interest in one job's end; see [`JobTable::wait_terminal`].
+/// A registered interest in one job's end, holding the job's watch slot; see
+/// [`JobTable::wait_terminal`].
 pub struct Watch {
     id: JobId,
-    waiters: Arc<Waiters>,
+    slot: Arc<WatchSlot>,
 }
 
 impl Watch {
@@ -73,11 +76,12 @@ impl Abandon for NeverAbandon {
     fn clear(&self) {}
 }
 
-/// The waiters of one job: they sleep on `wake` with the table lock, and `finish` leaves the
-/// terminal snapshot in `done` first, so a waiter gets its answer even if the job is evicted
-/// before it runs again.
+/// The watch slot of one job, shared by the job (`Job::watch_slot`) and every `Watch` on it:
+/// its waiters sleep on `wake` with the table lock, and `turn_terminal` leaves the terminal
+/// snapshot in `done` first, so a waiter gets its answer even if the job is evicted before
+/// it runs again.
 #[derive(Default)]
-pub(super) struct Waiters {
+pub(super) struct WatchSlot {
     pub(super) wake: Condvar,
     pub(super) done: OnceLock<Box<JobView>>,
     /// Set by `enqueue_streamed`, cleared (under the table lock) when its wait ends: a
@@ -91,21 +95,21 @@ impl JobTable {
     /// Enqueues and registers a waiter in the same step, so the job's end is seen however
     /// soon it comes (even if the job is evicted before the waiter first runs).
     pub fn enqueue_watched(&self, req: EnqueueRequest) -> Result<Watch, Error> {
-        let waiters = Arc::new(Waiters::default());
-        let id = self.enqueue_inner(req, Some(waiters.clone()))?;
-        Ok(Watch { id, waiters })
+        let slot = Arc::new(WatchSlot::default());
+        let id = self.enqueue_inner(req, Some(slot.clone()))?;
+        Ok(Watch { id, slot })
     }
 
     /// [`JobTable::enqueue_watched`] for a waiter that will read a chunked result post as
     /// it arrives ([`JobTable::wait_answer`]): from this moment until that wait ends, such a
     /// post opens a stream to it ([`JobTable::open_stream`]), however soon it comes.
     pub fn enqueue_streamed(&self, req: EnqueueRequest) -> Result<Watch, Error> {
-        let waiters = Arc::new(Waiters {
+        let slot = Arc::new(WatchSlot {
             accepts_stream: AtomicBool::new(true),
-            ..Waiters::default()
+            ..WatchSlot::default()
         });
-        let id = self.enqueue_inner(req, Some(waiters.clone()))?;
-        Ok(Watch { id, waiters })
+        let id = self.enqueue_inner(req, Some(slot.clone()))?;
+        Ok(Watch { id, slot })
     }
 
     /// A watch on an existing job (already terminal or not).
@@ -114,16 +118,16 @@ impl JobTable {
         let Some(job) = inner.jobs.get_mut(id) else {
             return Err(inner.missing(id));
         };
-        let waiters = if job.view.state.is_terminal() {
-            let done = Waiters::default();
+        let slot = if job.view.state.is_terminal() {
+            let done = WatchSlot::default();
             let _ = done.done.set(Box::new(job.view.clone()));
             Arc::new(done)
         } else {
-            job.waker.get_or_insert_with(Default::default).clone()
+            job.watch_slot.get_or_insert_with(Default::default).clone()
         };
         Ok(Watch {
             id: id.clone(),
-            waiters,
+            slot,
         })
     }
 
@@ -191,12 +195,12 @@ impl JobTable {
     /// # Blocking
     /// Waits on the job's own condvar with the table lock, so a completion wakes only the
     /// waiters of that job. The watch was registered with the job (`enqueue_watched`) or on
-    /// it (`watch`), and `finish` leaves the terminal snapshot in it before notifying, so no
-    /// end can be missed, not even one followed at once by eviction. Woken by `complete`,
-    /// `fail`, `cancel`, `restart`, a session reset (`create_runtime`), the runtime limit
-    /// (`sweep`) and `shutdown`, all through `finish`; and by `abandon` (the caller's client
-    /// left), whose waker notifies under the lock so the wake cannot fall between check and
-    /// wait.
+    /// it (`watch`), and `turn_terminal` leaves the terminal snapshot in its slot before
+    /// notifying, so no end can be missed, not even one followed at once by eviction. Woken
+    /// by `complete`, `fail`, `cancel`, `restart`, a session reset (`create_runtime`), the
+    /// runtime limit (`sweep`) and `shutdown`, all through `turn_terminal`; and by `abandon`
+    /// (the caller's client left), whose waker notifies under the lock so the wake cannot
+    /// fall between check and wait.
     /// Re-checks after every wake (wakes can be spurious). On deadline: `TimedOut`; on
     /// abandon: `Abandoned`; in both the job stays. Holds no lock on return.
     pub fn wait_terminal(
@@ -234,21 +238,21 @@ impl JobTable {
         abandon: &dyn Abandon,
         streams: bool,
     ) -> WaitOutcome {
-        let waiters = &watch.waiters;
+        let slot = &watch.slot;
         {
-            let (table, waiters) = (self.clone(), waiters.clone());
+            let (table, slot) = (self.clone(), slot.clone());
             abandon.on_abandon(Box::new(move || {
                 let _locked = table.lock();
-                waiters.wake.notify_all();
+                slot.wake.notify_all();
             }));
         }
         let mut inner = self.lock();
         let outcome = loop {
-            // `finish` fills `done` before it notifies: no lookup needed, none can miss.
-            if let Some(view) = waiters.done.get() {
+            // `turn_terminal` fills `done` before it notifies: no lookup needed, none can miss.
+            if let Some(view) = slot.done.get() {
                 break WaitOutcome::Finished(view.clone());
             }
-            if let Some(reader) = waiters
+            if let Some(reader) = slot
                 .stream
                 .get()
                 .filter(|_| streams)
@@ -264,14 +268,14 @@ impl JobTable {
             if now >= deadline {
                 break WaitOutcome::TimedOut;
             }
-            inner = waiters
+            inner = slot
                 .wake
                 .wait_timeout(inner, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         };
         // Nobody reads a stream that starts from now on.
-        waiters.accepts_stream.store(false, Ordering::SeqCst);
+        slot.accepts_stream.store(false, Ordering::SeqCst);
         drop(inner);
         // The waker holds an `Arc` of the table; it must not outlive the wait.
         abandon.clear();
@@ -301,13 +305,13 @@ impl JobTable {
         {
             return None;
         }
-        let waiters = job.waker.as_ref()?;
-        if !waiters.accepts_stream.load(Ordering::SeqCst) || waiters.stream.get().is_some() {
+        let slot = job.watch_slot.as_ref()?;
+        if !slot.accepts_stream.load(Ordering::SeqCst) || slot.stream.get().is_some() {
             return None;
         }
         let stream = ResultStream::new();
-        let _ = waiters.stream.set(stream.clone());
-        waiters.wake.notify_all();
+        let _ = slot.stream.set(stream.clone());
+        slot.wake.notify_all();
         Some(stream)
     }
 
@@ -323,7 +327,7 @@ impl JobTable {
             return;
         };
         let ours = job
-            .waker
+            .watch_slot
             .as_ref()
             .and_then(|w| w.stream.get())
             .is_some_and(|s| Arc::ptr_eq(s, stream));
@@ -331,7 +335,7 @@ impl JobTable {
             return;
         }
         let message = stream_broke_message(job_id, reason);
-        finish(
+        turn_terminal(
             job,
             JobState::Failed,
             Some(message),

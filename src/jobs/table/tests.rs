@@ -201,7 +201,7 @@ fn a_waiter_gets_its_result_even_when_the_job_is_evicted_at_once() {
     started_rx.recv().unwrap();
     take(&table, &token);
     // Wait until the waiter sleeps on the job, so the eviction races it for real.
-    while table.lock().jobs[&id].waker.is_none() {
+    while table.lock().jobs[&id].watch_slot.is_none() {
         std::thread::yield_now();
     }
     table

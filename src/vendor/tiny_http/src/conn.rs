@@ -263,7 +263,7 @@ impl<S: Stream> Conn<S> {
         let body = self.read_body(&head, deadline, &mut sink);
         if let Some(sink) = sink.as_deref_mut() {
             match &body {
-                Ok(Some(_)) => sink.finish(),
+                Ok(Some(_)) => sink.end_of_body(),
                 Ok(None) => sink.abort(BROKE_OFF),
                 Err(rejection) => sink.abort(&rejection.reason),
             }
