@@ -2,10 +2,12 @@
 //! job, and the delay clock that hands delayed jobs to their runtimes when their time comes.
 //! The rules, their matching and the seeded PRNG are in `faults.rs`.
 //!
-//! **Invariant:** a delayed job stays `queued` and counted in its runtime's queue while it
-//! waits in `Inner::delayed`; it reaches the runtime's channel only from `run_delays`, and
-//! only if it is still queued then. `delays_changed` is notified under the table lock by
-//! whoever adds a delayed job, resets or shuts down, so the clock never sleeps past a change.
+//! **Invariant:** the rule accessors take the table lock once each, `apply` runs under
+//! `enqueue`'s hold, and `run_delays` holds the lock except while it sleeps on
+//! `delays_changed`; a delayed job stays `queued` and counted in its runtime's queue while it
+//! waits in `Inner::delayed`; it reaches the runtime's channel only from `run_delays`, and only
+//! if it is still queued then. `delays_changed` is notified under the table lock by whoever
+//! adds a delayed job, resets or shuts down, so the clock never sleeps past a change.
 
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};

@@ -1,15 +1,16 @@
 //! A job's life: enqueue, claim and delivery to a runtime, the result, a failure, a cancel,
 //! and `turn_terminal`, the one place a job turns terminal.
 //!
-//! **Invariant:** every end of a job goes through `turn_terminal`, under the table lock: it counts
-//! the job out of its runtime's queue, queues it for eviction, reports it to the journal,
-//! ends its result stream, and leaves the terminal snapshot in the watch slot *before* it
-//! notifies, so no waiter misses an end (not even one followed at once by eviction). A job
-//! is `running` from its claim on; a module's claim stays `delivering` until
-//! `JobTable::delivered` says whether the envelope reached it (if not, the job is `queued`
-//! again at the head of its queue). When the lock is released, the runtime's `queued` and
-//! `running` counts, the ledger's byte counts and the running-deadline set agree with the
-//! jobs' states.
+//! **Invariant:** each `JobTable` method here takes the table lock once and releases it before
+//! it returns (`turn_terminal`, `claim` and `start_running` run under their caller's hold);
+//! every end of a job goes through `turn_terminal`, under the table lock: it counts the job out
+//! of its runtime's queue, queues it for eviction, reports it to the journal, ends its result
+//! stream, and leaves the terminal snapshot in the watch slot *before* it notifies, so no
+//! waiter misses an end (not even one followed at once by eviction). A job is `running` from
+//! its claim on; a module's claim stays `delivering` until `JobTable::delivered` says whether
+//! the envelope reached it (if not, the job is `queued` again at the head of its queue). When
+//! the lock is released, the runtime's `queued` and `running` counts, the ledger's byte counts
+//! and the running-deadline set agree with the jobs' states.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -3,12 +3,14 @@
 //! `--max-job-runtime`), the memory of expired ids for their 404, and the interning of the
 //! short strings every job repeats.
 //!
-//! **Invariant:** `Ledger::finished` holds the terminal jobs in the order they finished and
-//! `Ledger::running` the running jobs by deadline, so expiry never scans the table;
-//! `finished_bytes` and `open_bytes` are the query and result bytes of exactly those jobs.
-//! All of it changes only under the table lock, and agrees with the job map whenever the
-//! lock is released. Every bound here (`REMEMBERED_EXPIRED`, `MAX_NAMES`) is a count, so no
-//! client can grow these sets without limit.
+//! **Invariant:** `sweep` and `keep_preview` take the table lock once each; `evict`, `missing`
+//! and `intern` run under their caller's hold. `Ledger::finished` holds the terminal jobs in
+//! the order they finished and `Ledger::running` the running jobs by deadline, so expiry never
+//! scans the table; `finished_bytes` counts the query and result bytes of the jobs in
+//! `finished`, `open_bytes` the query bytes of the queued and running ones. All of it changes
+//! only under the table lock, and agrees with the job map whenever the lock is released. Every
+//! bound here (`REMEMBERED_EXPIRED`, `MAX_NAMES`) is a count, so no client can grow these sets
+//! without limit.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;

@@ -2,9 +2,10 @@
 //! bindings of deployed apps, posted schemas, the restart notification, and the token check
 //! every runtime route goes through (`Inner::authorized`).
 //!
-//! **Invariant:** a session reset fails the old session's open jobs (through `turn_terminal`)
-//! before the runtime gets its new token and queue, all under one hold of the table lock, so no job
-//! of the old session is counted in the new one. A poll remembers the session it began in
+//! **Invariant:** each method here takes the table lock once and releases it before it returns;
+//! a session reset fails the old session's open jobs (through `turn_terminal`) before the
+//! runtime gets its new token and queue, all under one hold of the table lock, so no job of the
+//! old session is counted in the new one. A poll remembers the session it began in
 //! (`begin_poll`) so that it never counts itself out of a later one. The registry itself
 //! (`runtimes::Registry`) is plain data; only these methods, under the lock, change it.
 
