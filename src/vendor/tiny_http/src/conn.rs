@@ -15,6 +15,11 @@
 //! The socket's read and write timeouts are one [`TICK`]: every blocking socket call returns
 //! at least that often, so the thread re-checks its deadline and the server's stop flags
 //! without any other wake-up mechanism.
+//!
+//! Long (about 740 lines) because a connection's whole life runs on this one thread, as one
+//! loop: the read under its deadline, the hand-off, watching for the client leaving, the plain
+//! or chunked write, the stop flags. It stays one file so that the deadlines and stop checks
+//! every step shares are read in one place.
 
 use std::io;
 use std::net::TcpStream;
