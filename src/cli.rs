@@ -11,7 +11,7 @@ mod module;
 
 use crate::config::{Config, Seed, TlsOptions};
 use crate::emulator::Emulator;
-use crate::jobs::table::Limits;
+use crate::jobs::Limits;
 use crate::runtimes::builtin::{Builtin, ExecSpec};
 
 /// Emulates Palantir Foundry compute-module job execution (Contour API and runtime API).

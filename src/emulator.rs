@@ -4,13 +4,13 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::api::App;
+use crate::api::State;
 use crate::auth::{Auth, AuthSettings, Secret, StaticToken};
 use crate::config::Config;
 use crate::error::Error;
 use crate::http::{HttpServer, Permits, ServerOptions};
-use crate::jobs::table::{RuntimeView, SessionSpec};
 use crate::jobs::{EnqueueRequest, JobId, JobSource, JobTable, JobView, Target};
+use crate::jobs::{RuntimeView, SessionSpec};
 use crate::journal::Journal;
 use crate::runtimes::builtin::{self, Builtin};
 use crate::runtimes::Binding;
@@ -74,7 +74,7 @@ impl Emulator {
             max_body: config.max_body,
             io_timeout: config.io_timeout,
         };
-        let app = Arc::new(App {
+        let state = Arc::new(State {
             table: table.clone(),
             auth: auth.clone(),
             builtin_runtimes: builtins.iter().map(|(id, _, _)| id.clone()).collect(),
@@ -103,7 +103,7 @@ impl Emulator {
                     opts.cert.as_deref(),
                     opts.key.as_deref(),
                 )?;
-                let _ = app.tls.set(crate::api::TlsInfo {
+                let _ = state.tls.set(crate::api::TlsInfo {
                     base_url: tls.base_url().to_string(),
                     ca_path: tls.ca_path().map(|p| p.display().to_string()),
                 });
@@ -111,7 +111,7 @@ impl Emulator {
             }
             None => None,
         };
-        let router = Arc::new(crate::router::Router(app.clone()));
+        let router = Arc::new(crate::router::Router(state.clone()));
         let http = HttpServer::start(listener, router, options)?;
         // HTTPS connections are ordinary connections of the same server and workers.
         #[cfg(feature = "tls")]
@@ -243,7 +243,7 @@ pub struct Running {
     table: Arc<JobTable>,
     auth: Arc<Auth>,
     http: Option<HttpServer>,
-    builtin_threads: Vec<builtin::JobHandle>,
+    builtin_threads: Vec<builtin::RuntimeThread>,
 }
 
 impl Running {
@@ -343,7 +343,7 @@ impl Running {
         // Every job has ended and was reported: drop the table's sender, write the rest.
         if let Some(journal) = self.journal.take() {
             self.table.stop_reporting();
-            journal.finish();
+            journal.join();
         }
         // Removes the generated CA file.
         #[cfg(feature = "tls")]

@@ -49,7 +49,7 @@ impl Journal {
 
     /// Waits for the lines already reported to be written. Every sender must be dropped
     /// first (`JobTable::stop_reporting`), or this waits for them.
-    pub fn finish(mut self) {
+    pub fn join(mut self) {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

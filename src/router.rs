@@ -9,7 +9,7 @@ use crate::api::contour::CancelRoute;
 use std::sync::Arc;
 
 use crate::api::names::{check_job_id, check_runtime_id};
-use crate::api::{contour, dashboard, metrics, multipass, observe, runtime, steer, App};
+use crate::api::{contour, dashboard, metrics, multipass, observe, runtime, steer, State};
 use crate::error::Error;
 use crate::http::{Handler, Reply, Req};
 use crate::paths::{CONTOUR_SEGMENTS, OAUTH2_SEGMENTS, RUNTIMES_SEGMENTS};
@@ -170,7 +170,7 @@ impl Route<'_> {
 }
 
 /// The server's handler: every request enters the emulator here.
-pub struct Router(pub Arc<App>);
+pub struct Router(pub Arc<State>);
 
 impl Handler for Router {
     fn handle(&self, req: Req) -> Reply {
@@ -184,21 +184,21 @@ impl Handler for Router {
 
 /// The sink for a chunked request body as it arrives, if its route streams it: only a
 /// runtime's result post does (to a sync execute waiting on that job).
-pub fn observe_body(app: &App, req: &Req) -> Option<Box<dyn crate::http::BodySink>> {
+pub fn observe_body(state: &State, req: &Req) -> Option<Box<dyn crate::http::BodySink>> {
     let segments: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     match match_path(&segments) {
         Some((_, route @ Route::PostResult(rt, job))) if req.method == "POST" => {
             route.check_ids().ok()?;
-            runtime::observe_result(app, req, rt, job)
+            runtime::observe_result(state, req, rt, job)
         }
         _ => None,
     }
 }
 
 /// Answers one request, and counts it by route class and status.
-pub fn route(app: &App, req: Req) -> Reply {
-    let (class, reply) = dispatch(app, req);
-    app.metrics.request(class, reply.status);
+pub fn route(state: &State, req: Req) -> Reply {
+    let (class, reply) = dispatch(state, req);
+    state.metrics.request(class, reply.status);
     reply
 }
 
@@ -223,7 +223,7 @@ fn resolve<'a>(
     (class, route.check_ids().map(|()| route))
 }
 
-fn dispatch(app: &App, req: Req) -> (&'static str, Reply) {
+fn dispatch(state: &State, req: Req) -> (&'static str, Reply) {
     let segments: Vec<String> = req.segments.clone();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let route = match resolve(&req.method, &req.path, &segments) {
@@ -232,42 +232,42 @@ fn dispatch(app: &App, req: Req) -> (&'static str, Reply) {
     };
     let (class, route) = route;
     let reply = match route {
-        Route::Execute => contour::execute(app, req),
-        Route::Poll(rt) => runtime::poll(app, req, rt),
-        Route::Submit => contour::submit(app, req),
-        Route::Status(id) => contour::status(app, req, id),
-        Route::StatusV2 => contour::status_v2(app, req),
-        Route::Result => contour::result(app, req),
-        Route::ResultGet(id) => contour::result_get(app, req, id),
-        Route::Cancel(id) => contour::cancel(app, req, Some(id), CancelRoute::ById),
-        Route::CancelByBody => contour::cancel(app, req, None, CancelRoute::ByBody),
-        Route::SoftCancel(id) => contour::cancel(app, req, Some(id), CancelRoute::Soft),
-        Route::AppSchemas => contour::schemas(app, req),
-        Route::CreateRuntime => runtime::create(app, req),
-        Route::Schemas(rt) => runtime::schemas(app, req, rt),
-        Route::PostResult(rt, job) => runtime::result(app, req, rt, job),
-        Route::Restart(rt) => runtime::restart(app, req, rt),
-        Route::Inspect(rt, job) => runtime::inspect(app, req, rt, job),
-        Route::Direct(rt) => steer::direct(app, req, rt),
-        Route::Reset => steer::reset(app, req),
+        Route::Execute => contour::execute(state, req),
+        Route::Poll(rt) => runtime::poll(state, req, rt),
+        Route::Submit => contour::submit(state, req),
+        Route::Status(id) => contour::status(state, req, id),
+        Route::StatusV2 => contour::status_v2(state, req),
+        Route::Result => contour::result(state, req),
+        Route::ResultGet(id) => contour::result_get(state, req, id),
+        Route::Cancel(id) => contour::cancel(state, req, Some(id), CancelRoute::ById),
+        Route::CancelByBody => contour::cancel(state, req, None, CancelRoute::ByBody),
+        Route::SoftCancel(id) => contour::cancel(state, req, Some(id), CancelRoute::Soft),
+        Route::AppSchemas => contour::schemas(state, req),
+        Route::CreateRuntime => runtime::create(state, req),
+        Route::Schemas(rt) => runtime::schemas(state, req, rt),
+        Route::PostResult(rt, job) => runtime::result(state, req, rt, job),
+        Route::Restart(rt) => runtime::restart(state, req, rt),
+        Route::Inspect(rt, job) => runtime::inspect(state, req, rt, job),
+        Route::Direct(rt) => steer::direct(state, req, rt),
+        Route::Reset => steer::reset(state, req),
         Route::Faults => match req.method.as_str() {
-            "PUT" => steer::put_faults(app, req),
-            "DELETE" => steer::delete_faults(app, req),
-            _ => steer::get_faults(app, req),
+            "PUT" => steer::put_faults(state, req),
+            "DELETE" => steer::delete_faults(state, req),
+            _ => steer::get_faults(state, req),
         },
         Route::Health => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
-        Route::Info => Ok(Reply::json(200, &crate::api::wire::info(app))),
-        Route::ListRuntimes => observe::runtimes(app, req),
-        Route::ListJobs => observe::jobs(app, req),
-        Route::Job(id) => observe::job(app, req, id),
-        Route::Dashboard => dashboard::overview(app, req),
-        Route::JobPage(id) => dashboard::job_page(app, req, id),
-        Route::Metrics => metrics::metrics(app, req),
-        Route::Token => multipass::token(app, req),
-        Route::Authorize => multipass::authorize(app, req),
-        Route::Revoke => multipass::revoke(app, req),
-        Route::Me => multipass::me(app, req),
-        Route::CurrentUser => multipass::current_user(app, req),
+        Route::Info => Ok(Reply::json(200, &crate::api::wire::info(state))),
+        Route::ListRuntimes => observe::runtimes(state, req),
+        Route::ListJobs => observe::jobs(state, req),
+        Route::Job(id) => observe::job(state, req, id),
+        Route::Dashboard => dashboard::overview(state, req),
+        Route::JobPage(id) => dashboard::job_page(state, req, id),
+        Route::Metrics => metrics::metrics(state, req),
+        Route::Token => multipass::token(state, req),
+        Route::Authorize => multipass::authorize(state, req),
+        Route::Revoke => multipass::revoke(state, req),
+        Route::Me => multipass::me(state, req),
+        Route::CurrentUser => multipass::current_user(state, req),
     };
     (class, reply.into())
 }

@@ -293,8 +293,8 @@ fn shutdown_answers_parked_polls_and_blocked_executes() {
 /// HTTP the window (between `JobTable::shutdown` and the workers stopping) is tiny.
 #[test]
 fn a_poll_reaching_the_table_after_shutdown_returns_at_once() {
-    use foundry_emulator::jobs::table::{Limits, SessionSpec};
     use foundry_emulator::jobs::{JobTable, NeverAbandon, Taker};
+    use foundry_emulator::jobs::{Limits, SessionSpec};
     use std::sync::Arc;
     use std::time::Instant;
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{wire, App};
+use super::{wire, State};
 use crate::error::Error;
 use crate::http::server::PERMIT_PATIENCE;
 use crate::http::{BodySource, Piece, Reply, Req};
@@ -13,8 +13,8 @@ use crate::jobs::{
 };
 
 /// Rejects a request without an acceptable bearer token.
-fn authorize(app: &App, req: &Req) -> Result<(), Error> {
-    app.auth.principal(req.header("authorization")).map(drop)
+fn authorize(state: &State, req: &Req) -> Result<(), Error> {
+    state.auth.principal(req.header("authorization")).map(drop)
 }
 
 fn job_request(req: &Req, source: JobSource) -> Result<EnqueueRequest, Error> {
@@ -32,10 +32,10 @@ fn job_request(req: &Req, source: JobSource) -> Result<EnqueueRequest, Error> {
 }
 
 /// `POST .../compute-modules/jobs/execute`: enqueue, then wait here for the job's end.
-pub fn execute(app: &App, req: Req) -> Result<Reply, Error> {
-    authorize(app, &req)?;
+pub fn execute(state: &State, req: Req) -> Result<Reply, Error> {
+    authorize(state, &req)?;
     let request = job_request(&req, JobSource::ContourSync)?;
-    execute_and_wait(app, &req, request)
+    execute_and_wait(state, &req, request)
 }
 
 /// Enqueues `request` and answers as a sync execute does: the result bytes, 500
@@ -48,26 +48,26 @@ pub fn execute(app: &App, req: Req) -> Result<Reply, Error> {
 /// job fails or the application reads too slowly (`jobs::stream::STREAM_BUFFER_MAX`). The
 /// streamed job keeps its whole result (for `result/v2`), since the application may have
 /// received only part of it.
-pub fn execute_and_wait(app: &App, req: &Req, request: EnqueueRequest) -> Result<Reply, Error> {
+pub fn execute_and_wait(state: &State, req: &Req, request: EnqueueRequest) -> Result<Reply, Error> {
     // Take the wait place first: if there is none, nothing has been created yet.
-    let _permit = app
+    let _permit = state
         .execute_permits
         .take_within(PERMIT_PATIENCE)
-        .ok_or_else(|| app.execute_permits.overloaded())?;
+        .ok_or_else(|| state.execute_permits.overloaded())?;
     // Watched from the moment it exists: the job may end (and even be evicted) at once.
     let watch = match req.accepts_chunked {
-        true => app.table.enqueue_streamed(request)?,
-        false => app.table.enqueue_watched(request)?,
+        true => state.table.enqueue_streamed(request)?,
+        false => state.table.enqueue_watched(request)?,
     };
     let job = watch.id().clone();
-    let deadline = super::deadline(req.received_at, app.execute_timeout);
+    let deadline = super::deadline(req.received_at, state.execute_timeout);
     let started = Instant::now();
     let outcome = match req.accepts_chunked {
-        true => app.table.wait_answer(&watch, deadline, &req.gone),
-        false => app.table.wait_terminal(&watch, deadline, &req.gone),
+        true => state.table.wait_answer(&watch, deadline, &req.gone),
+        false => state.table.wait_terminal(&watch, deadline, &req.gone),
     };
     let waited = started.elapsed();
-    app.metrics.execute_wait(waited);
+    state.metrics.execute_wait(waited);
     log::debug!(
         "execute wait for {job} ended ({}) after {}us",
         outcome_name(&outcome),
@@ -76,7 +76,7 @@ pub fn execute_and_wait(app: &App, req: &Req, request: EnqueueRequest) -> Result
     match outcome {
         WaitOutcome::Finished(view) => match (view.state, view.result) {
             (JobState::Succeeded, Some(bytes)) => {
-                app.table.keep_preview(&job);
+                state.table.keep_preview(&job);
                 Ok(Reply::octets(bytes))
             }
             _ => {
@@ -119,45 +119,45 @@ fn outcome_name(outcome: &WaitOutcome) -> &'static str {
 }
 
 /// `POST .../deployed-apps/jobs`: enqueue and answer at once.
-pub fn submit(app: &App, req: Req) -> Result<Reply, Error> {
-    authorize(app, &req)?;
-    let id = app
+pub fn submit(state: &State, req: Req) -> Result<Reply, Error> {
+    authorize(state, &req)?;
+    let id = state
         .table
         .enqueue(job_request(&req, JobSource::ContourAsync)?)?;
     Ok(Reply::json(200, &wire::submitted(&id)))
 }
 
 /// `GET .../jobs/:jobId/status`.
-pub fn status(app: &App, req: Req, job_id: &str) -> Result<Reply, Error> {
-    authorize(app, &req)?;
-    status_of(app, &JobId::from_client(job_id))
+pub fn status(state: &State, req: Req, job_id: &str) -> Result<Reply, Error> {
+    authorize(state, &req)?;
+    status_of(state, &JobId::from_client(job_id))
 }
 
 /// `PUT .../jobs/status/v2`: the status of the job the body names.
-pub fn status_v2(app: &App, req: Req) -> Result<Reply, Error> {
-    authorize(app, &req)?;
-    status_of(app, &wire::named_job_id(&req.body)?)
+pub fn status_v2(state: &State, req: Req) -> Result<Reply, Error> {
+    authorize(state, &req)?;
+    status_of(state, &wire::named_job_id(&req.body)?)
 }
 
-fn status_of(app: &App, id: &JobId) -> Result<Reply, Error> {
-    let job = app.table.job(id)?;
+fn status_of(state: &State, id: &JobId) -> Result<Reply, Error> {
+    let job = state.table.job(id)?;
     Ok(Reply::json(200, &wire::status(&job)))
 }
 
 /// `PUT .../jobs/result/v2`: the raw result of the succeeded job the body names.
-pub fn result(app: &App, req: Req) -> Result<Reply, Error> {
-    authorize(app, &req)?;
-    result_of(app, wire::named_job_id(&req.body)?)
+pub fn result(state: &State, req: Req) -> Result<Reply, Error> {
+    authorize(state, &req)?;
+    result_of(state, wire::named_job_id(&req.body)?)
 }
 
 /// `GET .../jobs/:jobId/result`: the same bytes and errors as `result/v2`.
-pub fn result_get(app: &App, req: Req, job_id: &str) -> Result<Reply, Error> {
-    authorize(app, &req)?;
-    result_of(app, JobId::from_client(job_id))
+pub fn result_get(state: &State, req: Req, job_id: &str) -> Result<Reply, Error> {
+    authorize(state, &req)?;
+    result_of(state, JobId::from_client(job_id))
 }
 
-fn result_of(app: &App, id: JobId) -> Result<Reply, Error> {
-    let job = app.table.job(&id)?;
+fn result_of(state: &State, id: JobId) -> Result<Reply, Error> {
+    let job = state.table.job(&id)?;
     if job.result_preview_of.is_some() {
         return Err(Error::NotFound(format!(
             "The result of compute-module job '{id}' was answered to its sync execute and is not \
@@ -194,21 +194,26 @@ impl CancelRoute {
 
 /// The cancel routes: the job ends `failed` at once (204), unless it had already finished.
 /// `job_id` is the path's; `None` reads the job from the body.
-pub fn cancel(app: &App, req: Req, job_id: Option<&str>, how: CancelRoute) -> Result<Reply, Error> {
-    authorize(app, &req)?;
+pub fn cancel(
+    state: &State,
+    req: Req,
+    job_id: Option<&str>,
+    how: CancelRoute,
+) -> Result<Reply, Error> {
+    authorize(state, &req)?;
     let id = match job_id {
         Some(id) => JobId::from_client(id),
         None => wire::named_job_id(&req.body)?,
     };
-    app.table.cancel(&id, how.name())?;
+    state.table.cancel(&id, how.name())?;
     log::debug!("job {id} canceled ({})", how.name());
     Ok(Reply::empty(204))
 }
 
 /// `GET .../schemas?rid=<deployedAppRid>&branch=<b>`: the function schemas the app's runtime
 /// posted (`[]` before it posted any); an empty or absent branch means any.
-pub fn schemas(app: &App, req: Req) -> Result<Reply, Error> {
-    authorize(app, &req)?;
+pub fn schemas(state: &State, req: Req) -> Result<Reply, Error> {
+    authorize(state, &req)?;
     let rid = req
         .param("rid")
         .map(|rid| rid.trim().to_string())
@@ -218,6 +223,6 @@ pub fn schemas(app: &App, req: Req) -> Result<Reply, Error> {
         })?;
     let branch = req.param("branch");
     let branch = branch.map(str::trim).filter(|b| !b.is_empty());
-    let schemas = app.table.app_schemas(&rid, branch)?;
+    let schemas = state.table.app_schemas(&rid, branch)?;
     Ok(Reply::json(200, &wire::function_schemas(&schemas)))
 }

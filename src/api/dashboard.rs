@@ -12,11 +12,11 @@ use serde_json::Value;
 
 use super::observe::{self, is_stale};
 use super::wire::percent_encode;
-use super::App;
+use super::State;
 use crate::clock::utc_millis;
 use crate::error::Error;
 use crate::http::{Reply, Req};
-use crate::jobs::table::RuntimeView;
+use crate::jobs::RuntimeView;
 use crate::jobs::{now_millis, JobId, JobView};
 
 /// Bytes of a query or result shown on a job page; past it the page says how much is hidden.
@@ -71,14 +71,14 @@ fn ms(value: &Value) -> String {
 }
 
 /// `GET /_emulate`.
-pub fn overview(app: &App, req: Req) -> Result<Reply, Error> {
-    super::emulate_access(app, &req)?;
+pub fn overview(state: &State, req: Req) -> Result<Reply, Error> {
+    super::emulate_access(state, &req)?;
     let (filter, before, limit) = observe::listing_params(&req)?;
-    let runtimes = app.table.runtimes();
-    let jobs = app.table.list(&filter, before, limit);
+    let runtimes = state.table.runtimes();
+    let jobs = state.table.list(&filter, before, limit);
     let mut body = String::from("<h1>foundry-emulator</h1>");
     body.push_str(REFRESH);
-    runtimes_section(&mut body, &runtimes, app.poll_wait.as_millis() as u64);
+    runtimes_section(&mut body, &runtimes, state.poll_wait.as_millis() as u64);
     bindings_section(&mut body, &runtimes);
     filter_form(&mut body, &req);
     jobs_section(&mut body, &jobs.jobs);
@@ -229,9 +229,9 @@ fn jobs_section(body: &mut String, jobs: &[JobView]) {
 }
 
 /// `GET /_emulate/view/jobs/:id`.
-pub fn job_page(app: &App, req: Req, job_id: &str) -> Result<Reply, Error> {
-    super::emulate_access(app, &req)?;
-    let job = app.table.job(&JobId::from_client(job_id))?;
+pub fn job_page(state: &State, req: Req, job_id: &str) -> Result<Reply, Error> {
+    super::emulate_access(state, &req)?;
+    let job = state.table.job(&JobId::from_client(job_id))?;
     let id = job.id.to_string();
     let summary = observe::job_summary(&job);
     let mut body = format!(

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use super::App;
+use super::State;
 use crate::error::Error;
 use crate::http::{Reply, Req};
 
@@ -62,19 +62,19 @@ impl Metrics {
 }
 
 /// `GET /metrics` (open in permissive mode, a Contour bearer in strict mode).
-pub fn metrics(app: &App, req: Req) -> Result<Reply, Error> {
-    super::emulate_access(app, &req)?;
+pub fn metrics(state: &State, req: Req) -> Result<Reply, Error> {
+    super::emulate_access(state, &req)?;
     Ok(Reply::typed(
         200,
         "text/plain; version=0.0.4; charset=utf-8",
-        render(app),
+        render(state),
     ))
 }
 
 /// The whole exposition.
-pub fn render(app: &App) -> String {
-    let totals = app.table.totals();
-    let runtimes = app.table.runtimes();
+pub fn render(state: &State) -> String {
+    let totals = state.table.totals();
+    let runtimes = state.table.runtimes();
     let mut out = String::new();
 
     family(
@@ -157,7 +157,7 @@ pub fn render(app: &App) -> String {
         &mut out,
         "foundry_emulator_polls_held",
         &[],
-        app.poll_permits.in_use() as f64,
+        state.poll_permits.in_use() as f64,
     );
     family(
         &mut out,
@@ -211,7 +211,7 @@ pub fn render(app: &App) -> String {
         );
     }
 
-    let metrics = &app.metrics;
+    let metrics = &state.metrics;
     let name = "foundry_emulator_sync_execute_wait_seconds";
     family(
         &mut out,

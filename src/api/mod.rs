@@ -1,6 +1,6 @@
 //! The HTTP API: one handler fn per route, plus the state they share.
 //!
-//! Handlers are `fn(&App, Req) -> Result<_, Error>`; they never touch a lock or a condvar
+//! Handlers are `fn(&State, Req) -> Result<_, Error>`; they never touch a lock or a condvar
 //! themselves (the job table does). The API's JSON shapes come from `wire`; the `/_emulate`
 //! listings, journal lines and reset counts from `observe` and `steer`, the HTML from `dashboard`.
 
@@ -22,8 +22,9 @@ use crate::auth::Auth;
 use crate::http::{ClientGone, Permits, Req};
 use crate::jobs::{Abandon, JobTable};
 
-/// Everything a handler may use.
-pub(crate) struct App {
+/// The state shared by every handler (the server state): everything a handler may use. Not
+/// to be confused with an application, the participant that submits jobs.
+pub(crate) struct State {
     pub table: Arc<JobTable>,
     pub auth: Arc<Auth>,
     /// Base of the runtime URIs handed out, without a trailing slash.
@@ -57,8 +58,8 @@ pub(crate) struct TlsInfo {
 /// runtime-direct jobs): open in permissive mode, like the rest of `/_emulate` (the emulator
 /// listens on 127.0.0.1 by default); in strict mode (tokens configured) they need an
 /// accepted bearer token, like the Contour routes.
-pub(crate) fn emulate_access(app: &App, req: &Req) -> Result<(), crate::error::Error> {
-    app.auth.operator(req.header("authorization"))
+pub(crate) fn emulate_access(state: &State, req: &Req) -> Result<(), crate::error::Error> {
+    state.auth.operator(req.header("authorization"))
 }
 
 /// `from + wait`, saturating: a configured wait too large for an `Instant` means "a year".

@@ -4,7 +4,7 @@
 //! `auth::oauth`; this file turns requests into its inputs and its answers into replies.
 
 use super::dashboard::{escape, page};
-use super::App;
+use super::State;
 use crate::auth::oauth::{self, AuthorizeError};
 use crate::error::Error;
 use crate::http::form::encode;
@@ -40,24 +40,24 @@ fn no_store(reply: Reply) -> Reply {
 }
 
 /// `POST /multipass/api/oauth2/token`.
-pub fn token(app: &App, req: Req) -> Result<Reply, Error> {
+pub fn token(state: &State, req: Req) -> Result<Reply, Error> {
     let form = form_body(&req)?;
-    let answer = oauth::token(&app.auth, &form, req.header("authorization"))?;
+    let answer = oauth::token(&state.auth, &form, req.header("authorization"))?;
     Ok(no_store(Reply::json(200, &answer.json())))
 }
 
 /// `POST /multipass/api/oauth2/revoke_token`: 200 with an empty body (RFC 7009 §2.2).
-pub fn revoke(app: &App, req: Req) -> Result<Reply, Error> {
+pub fn revoke(state: &State, req: Req) -> Result<Reply, Error> {
     let form = form_body(&req)?;
-    oauth::revoke(&app.auth, &form, req.header("authorization"))?;
+    oauth::revoke(&state.auth, &form, req.header("authorization"))?;
     Ok(no_store(Reply::empty(200)))
 }
 
 /// `GET /multipass/api/oauth2/authorize`: redirects at once with a code when the user is
 /// known (`login`, `prompt=none`, or a single user to choose from), else a page of users.
-pub fn authorize(app: &App, req: Req) -> Result<Reply, Error> {
+pub fn authorize(state: &State, req: Req) -> Result<Reply, Error> {
     let params = Form::from_pairs(req.query.clone()).map_err(Error::InvalidRequest)?;
-    let request = match oauth::authorization(&app.auth, &params) {
+    let request = match oauth::authorization(&state.auth, &params) {
         Ok(request) => request,
         Err(AuthorizeError::Direct(e)) => return Err(e),
         Err(AuthorizeError::Redirect {
@@ -70,7 +70,7 @@ pub fn authorize(app: &App, req: Req) -> Result<Reply, Error> {
             return Ok(redirect(&to));
         }
     };
-    let users = app.auth.sign_in_users();
+    let users = state.auth.sign_in_users();
     let chosen = match params.get("login") {
         Some(login) => Some(
             users
@@ -88,7 +88,7 @@ pub fn authorize(app: &App, req: Req) -> Result<Reply, Error> {
         None => None,
     };
     if let Some(user) = chosen {
-        return Ok(redirect(&oauth::sign_in(&app.auth, &request, user)));
+        return Ok(redirect(&oauth::sign_in(&state.auth, &request, user)));
     }
     // A page: one link per user, each this same request plus `login`.
     let query: Vec<String> = req
@@ -125,13 +125,13 @@ fn redirect(to: &str) -> Reply {
 }
 
 /// `GET /multipass/api/me`: the token's user, in multipass's shape.
-pub fn me(app: &App, req: Req) -> Result<Reply, Error> {
-    let principal = app.auth.principal(req.header("authorization"))?;
+pub fn me(state: &State, req: Req) -> Result<Reply, Error> {
+    let principal = state.auth.principal(req.header("authorization"))?;
     Ok(Reply::json(200, &principal.user.multipass_json()))
 }
 
 /// `GET /api/v2/admin/users/getCurrent`: the token's user, as the platform API's `User`.
-pub fn current_user(app: &App, req: Req) -> Result<Reply, Error> {
-    let principal = app.auth.principal(req.header("authorization"))?;
+pub fn current_user(state: &State, req: Req) -> Result<Reply, Error> {
+    let principal = state.auth.principal(req.header("authorization"))?;
     Ok(Reply::json(200, &principal.user.platform_json()))
 }

@@ -7,11 +7,11 @@
 
 use serde_json::{json, Value};
 
-use super::{wire, App};
+use super::{wire, State};
 use crate::error::Error;
 use crate::http::{Reply, Req};
-use crate::jobs::table::{JobFilter, RuntimeView};
 use crate::jobs::{now_millis, JobId, JobSource, JobState, JobView};
+use crate::jobs::{JobFilter, RuntimeView};
 
 /// Default and largest page of `GET /_emulate/jobs`.
 const DEFAULT_LIMIT: usize = 50;
@@ -22,23 +22,23 @@ const MAX_LIMIT: usize = 1000;
 pub const STALE_GRACE_MS: u64 = 5_000;
 
 /// `GET /_emulate/runtimes`.
-pub fn runtimes(app: &App, req: Req) -> Result<Reply, Error> {
-    super::emulate_access(app, &req)?;
+pub fn runtimes(state: &State, req: Req) -> Result<Reply, Error> {
+    super::emulate_access(state, &req)?;
     let now = now_millis();
-    let list: Vec<Value> = app
+    let list: Vec<Value> = state
         .table
         .runtimes()
         .iter()
-        .map(|rt| runtime_listing(rt, now, app.poll_wait.as_millis() as u64))
+        .map(|rt| runtime_listing(rt, now, state.poll_wait.as_millis() as u64))
         .collect();
     Ok(Reply::json(200, &json!({ "runtimes": list })))
 }
 
 /// `GET /_emulate/jobs?runtime=&app=&branch=&status=&source=&query_type=&limit=&before=`.
-pub fn jobs(app: &App, req: Req) -> Result<Reply, Error> {
-    super::emulate_access(app, &req)?;
+pub fn jobs(state: &State, req: Req) -> Result<Reply, Error> {
+    super::emulate_access(state, &req)?;
     let (filter, before, limit) = listing_params(&req)?;
-    let page = app.table.list(&filter, before, limit);
+    let page = state.table.list(&filter, before, limit);
     let jobs: Vec<Value> = page.jobs.iter().map(job_summary).collect();
     Ok(Reply::json(
         200,
@@ -47,9 +47,9 @@ pub fn jobs(app: &App, req: Req) -> Result<Reply, Error> {
 }
 
 /// `GET /_emulate/jobs/:id`: the whole record, result bytes included.
-pub fn job(app: &App, req: Req, job_id: &str) -> Result<Reply, Error> {
-    super::emulate_access(app, &req)?;
-    let job = app.table.job(&JobId::from_client(job_id))?;
+pub fn job(state: &State, req: Req, job_id: &str) -> Result<Reply, Error> {
+    super::emulate_access(state, &req)?;
+    let job = state.table.job(&JobId::from_client(job_id))?;
     Ok(Reply::json(200, &json!({ "job": job_record(&job) })))
 }
 

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use super::{wire, App};
+use super::{wire, State};
 use crate::error::Error;
 use crate::http::{BodySink, Reply, Req};
 use crate::jobs::stream::ResultStream;
-use crate::jobs::table::SessionSpec;
+use crate::jobs::SessionSpec;
 use crate::jobs::{Dispatched, JobId, JobTable, Taker};
 
 fn module_token(req: &Req) -> Option<&str> {
@@ -18,10 +18,10 @@ fn module_token(req: &Req) -> Option<&str> {
 /// accepted bearer may (else anyone could bind a victim's app to their own runtime and
 /// receive its callers' tokens); a built-in runtime is never reset over HTTP (its thread
 /// holds the session's token and would stop for good).
-pub fn create(app: &App, req: Req) -> Result<Reply, Error> {
-    super::emulate_access(app, &req)?;
+pub fn create(state: &State, req: Req) -> Result<Reply, Error> {
+    super::emulate_access(state, &req)?;
     let body = wire::CreateRuntimeBody::parse(&req.body)?;
-    if app.builtin_runtimes.contains(&body.runtime_id) {
+    if state.builtin_runtimes.contains(&body.runtime_id) {
         return Err(Error::Conflict(format!(
             "The runtime '{}' is built into the emulator: its session cannot be created or reset over HTTP.",
             body.runtime_id.escape_debug()
@@ -34,7 +34,7 @@ pub fn create(app: &App, req: Req) -> Result<Reply, Error> {
         branch: body.branch,
         token: None,
     };
-    let session = app.table.create_runtime(spec);
+    let session = state.table.create_runtime(spec);
     let shown = body.runtime_id.escape_debug();
     if session.was_reset {
         log::info!(
@@ -44,7 +44,7 @@ pub fn create(app: &App, req: Req) -> Result<Reply, Error> {
     } else {
         log::info!("runtime '{shown}' created");
     }
-    let base = format!("{}{}", app.public_url, crate::paths::RUNTIMES);
+    let base = format!("{}{}", state.public_url, crate::paths::RUNTIMES);
     let mut answer = serde_json::to_value(wire::session(
         &body.runtime_id,
         session.token.expose(),
@@ -54,14 +54,14 @@ pub fn create(app: &App, req: Req) -> Result<Reply, Error> {
     // The seeded client this runtime's module acts as: the `module` launcher sets its
     // CLIENT_ID and CLIENT_SECRET from here. (Seeded clients mean strict mode, so only a
     // caller with an accepted bearer gets this far.)
-    if let Some(client) = app.auth.runtime_client(&body.runtime_id) {
+    if let Some(client) = state.auth.runtime_client(&body.runtime_id) {
         answer["oauthClient"] = serde_json::json!({
             "clientId": client.client_id,
             "clientSecret": client.client_secret.as_ref().map(|s| s.expose()),
         });
     }
     // Seeded sources, in the format the SDKs read (the launcher writes them to files).
-    if let Some((_, sources)) = app
+    if let Some((_, sources)) = state
         .runtime_sources
         .iter()
         .find(|(id, _)| *id == body.runtime_id)
@@ -73,41 +73,41 @@ pub fn create(app: &App, req: Req) -> Result<Reply, Error> {
 
 /// `GET /runtimes/:id/job`: the oldest queued job, else a long poll held here until a job
 /// arrives, the wait ends, or the module's connection closes.
-pub fn poll(app: &App, req: Req, runtime_id: &str) -> Result<Reply, Error> {
+pub fn poll(state: &State, req: Req, runtime_id: &str) -> Result<Reply, Error> {
     let token = module_token(&req);
-    let taken = app.table.try_take(runtime_id, token)?;
+    let taken = state.table.try_take(runtime_id, token)?;
     if let Some(job) = taken.job {
-        return dispatched(app, job);
+        return dispatched(state, job);
     }
     // The first poll of a session is answered at once: the TypeScript SDK posts its schemas
     // only after its first poll returns, so holding that poll would delay them.
-    if app.poll_wait.is_zero() || taken.first_poll {
+    if state.poll_wait.is_zero() || taken.first_poll {
         return Ok(Reply::empty(204));
     }
-    let Some(_permit) = app.poll_permits.try_take() else {
+    let Some(_permit) = state.poll_permits.try_take() else {
         // Every poll place is taken: "no job now" is truthful, and the module polls again.
         return Ok(Reply::empty(204));
     };
-    let deadline = super::deadline(req.received_at, app.poll_wait);
-    match app
+    let deadline = super::deadline(req.received_at, state.poll_wait);
+    match state
         .table
         .next_job(runtime_id, token, deadline, Taker::Module, &req.gone)?
     {
-        Some(job) => dispatched(app, job),
+        Some(job) => dispatched(state, job),
         None => Ok(Reply::empty(204)),
     }
 }
 
 /// The envelope of a job reserved for this poll. The job turns `running` once the envelope
 /// was written to the module, and goes back to the head of the queue if it was not.
-fn dispatched(app: &App, job: Dispatched) -> Result<Reply, Error> {
-    let table = &app.table;
+fn dispatched(state: &State, job: Dispatched) -> Result<Reply, Error> {
+    let table = &state.table;
     // The caller's user, as `/multipass/api/me` names it; none for a job without a caller
     // (runtime-direct), or whose token has since expired or been revoked.
     let user_id = job
         .auth_header
         .as_deref()
-        .and_then(|h| app.auth.principal(Some(h)).ok())
+        .and_then(|h| state.auth.principal(Some(h)).ok())
         .map(|p| p.user.id());
     let envelope = match wire::envelope(&job, user_id.as_deref()) {
         Ok(envelope) => envelope,
@@ -121,19 +121,19 @@ fn dispatched(app: &App, job: Dispatched) -> Result<Reply, Error> {
 }
 
 /// `POST /runtimes/:id/schemas`.
-pub fn schemas(app: &App, req: Req, runtime_id: &str) -> Result<Reply, Error> {
+pub fn schemas(state: &State, req: Req, runtime_id: &str) -> Result<Reply, Error> {
     let token = module_token(&req);
     let schemas = wire::schemas(&req.body)?;
-    app.table.put_schemas(runtime_id, token, schemas)?;
+    state.table.put_schemas(runtime_id, token, schemas)?;
     Ok(Reply::json(200, &serde_json::json!({})))
 }
 
 /// `POST /runtimes/:id/results/:jobId`: the body is the result, byte for byte.
-pub fn result(app: &App, mut req: Req, runtime_id: &str, job_id: &str) -> Result<Reply, Error> {
+pub fn result(state: &State, mut req: Req, runtime_id: &str, job_id: &str) -> Result<Reply, Error> {
     let body = req.take_body();
     let content_type = req.header("content-type").map(str::to_string);
     let token = module_token(&req);
-    app.table.complete(
+    state.table.complete(
         runtime_id,
         token,
         &JobId::from_client(job_id),
@@ -148,16 +148,18 @@ pub fn result(app: &App, mut req: Req, runtime_id: &str, job_id: &str) -> Result
 /// chunk by chunk. The post itself is still handled whole by [`result`], which stores it.
 /// Runs on the runtime's connection thread; takes the table lock once, briefly.
 pub fn observe_result(
-    app: &App,
+    state: &State,
     req: &Req,
     runtime_id: &str,
     job_id: &str,
 ) -> Option<Box<dyn BodySink>> {
     let job = JobId::from_client(job_id);
-    let stream = app.table.open_stream(runtime_id, module_token(req), &job)?;
+    let stream = state
+        .table
+        .open_stream(runtime_id, module_token(req), &job)?;
     log::debug!("job {job}: its result post streams to its sync execute");
     Some(Box::new(ResultSink {
-        table: app.table.clone(),
+        table: state.table.clone(),
         job,
         stream,
         open: true,
@@ -170,7 +172,7 @@ struct ResultSink {
     table: Arc<JobTable>,
     job: JobId,
     stream: Arc<ResultStream>,
-    /// Neither `finish` nor `abort` came yet.
+    /// Neither `end_of_body` nor `abort` came yet.
     open: bool,
 }
 
@@ -180,7 +182,7 @@ impl BodySink for ResultSink {
     }
 
     /// The body is whole; the stream ends when `complete` stores it (or fails the job).
-    fn finish(&mut self) {
+    fn end_of_body(&mut self) {
         self.open = false;
     }
 
@@ -205,8 +207,8 @@ impl Drop for ResultSink {
 }
 
 /// `POST /runtimes/:id/restart`: running jobs fail; answers their ids.
-pub fn restart(app: &App, req: Req, runtime_id: &str) -> Result<Reply, Error> {
-    let failed = app.table.restart(runtime_id, module_token(&req))?;
+pub fn restart(state: &State, req: Req, runtime_id: &str) -> Result<Reply, Error> {
+    let failed = state.table.restart(runtime_id, module_token(&req))?;
     if !failed.is_empty() {
         log::info!(
             "runtime '{runtime_id}' restarted; {} running job(s) failed",
@@ -218,8 +220,10 @@ pub fn restart(app: &App, req: Req, runtime_id: &str) -> Result<Reply, Error> {
 
 /// `GET /runtimes/:id/jobs/:jobId`: inspection; no token in permissive mode, an accepted
 /// bearer in strict mode.
-pub fn inspect(app: &App, req: Req, runtime_id: &str, job_id: &str) -> Result<Reply, Error> {
-    super::emulate_access(app, &req)?;
-    let (runtime, job) = app.table.inspect(runtime_id, &JobId::from_client(job_id))?;
+pub fn inspect(state: &State, req: Req, runtime_id: &str, job_id: &str) -> Result<Reply, Error> {
+    super::emulate_access(state, &req)?;
+    let (runtime, job) = state
+        .table
+        .inspect(runtime_id, &JobId::from_client(job_id))?;
     Ok(Reply::json(200, &wire::inspection(&runtime, &job)))
 }

@@ -174,7 +174,7 @@ pub fn execute(args: ExecuteArgs) -> Result<ExitCode, CliError> {
         query: &query,
     };
     let what = format!("the sync execute of '{}'", args.rid);
-    finish(
+    exit_code(
         client.execute(&job).map(|bytes| write_stdout(&bytes)),
         &what,
     )
@@ -189,13 +189,13 @@ pub fn submit(args: SubmitArgs) -> Result<ExitCode, CliError> {
         query_type: &args.query_type,
         query: &query,
     };
-    finish(client.submit(&job).map(|id| println!("{id}")), "the submit")
+    exit_code(client.submit(&job).map(|id| println!("{id}")), "the submit")
 }
 
 pub fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
     let client = client(args.emulator, args.token, SHORT_CALL);
     let what = format!("job '{}'", args.job);
-    finish(
+    exit_code(
         client.status(&args.job).map(|status| println!("{status}")),
         &what,
     )
@@ -204,7 +204,7 @@ pub fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
 pub fn result(args: ResultArgs) -> Result<ExitCode, CliError> {
     let client = client(args.emulator, args.token, SHORT_CALL);
     let what = format!("job '{}'", args.job);
-    finish(
+    exit_code(
         client.result(&args.job).map(|bytes| write_stdout(&bytes)),
         &what,
     )
@@ -217,7 +217,7 @@ pub fn wait(args: WaitArgs) -> Result<ExitCode, CliError> {
     loop {
         let status = match client.status(&args.job) {
             Ok(status) => status,
-            Err(e) => return finish(Err(e), &format!("job '{}'", args.job)),
+            Err(e) => return exit_code(Err(e), &format!("job '{}'", args.job)),
         };
         match status["type"].as_str() {
             Some("succeeded") => {
@@ -271,7 +271,7 @@ fn secs(value: f64) -> Result<Duration, CliError> {
 
 /// Maps an API error to its exit code, printing the error body to stderr.
 /// `what` names what was waited for, in a timeout's message.
-fn finish(outcome: Result<(), ClientError>, what: &str) -> Result<ExitCode, CliError> {
+fn exit_code(outcome: Result<(), ClientError>, what: &str) -> Result<ExitCode, CliError> {
     match outcome {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(ClientError::Transport(why)) => Err(CliError(why)),

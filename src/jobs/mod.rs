@@ -3,18 +3,27 @@
 //! **Boundary:** this module knows nothing of HTTP or of the wire format; the API layer
 //! converts [`JobView`] into JSON by hand in `api::wire`.
 
+mod delays;
 pub mod faults;
+mod inspect;
+mod lifecycle;
+mod retention;
+mod sessions;
 pub mod stream;
-pub mod table;
+mod table;
+mod waits;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use table::{
-    Abandon, Dispatched, EnqueueRequest, JobTable, NeverAbandon, Taken, Taker, Target, WaitOutcome,
-    Watch,
+pub use inspect::{Counts, JobFilter, JobPage, RuntimeView, Totals, LIST_SCAN_MAX};
+pub use lifecycle::{
+    canceled_message, stream_broke_message, Dispatched, EnqueueRequest, Taken, Taker, Target,
 };
+pub use sessions::{Session, SessionSpec, RESET_MESSAGE, RESTART_MESSAGE};
+pub use table::{JobTable, Limits, ResetCounts, EMULATOR_RESET_MESSAGE, SHUTDOWN_MESSAGE};
+pub use waits::{Abandon, NeverAbandon, WaitOutcome, Watch};
 
 /// A job id, `foundry_job_<32 hex>`.
 ///

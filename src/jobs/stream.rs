@@ -7,11 +7,12 @@
 //! sees it broken (the answer ends truncated), and later pieces are ignored. The job is not
 //! affected: the result post is still read whole and stored by `JobTable::complete`.
 //!
-//! The stream ends when its job ends (`finish` in the table): whole when the job succeeded,
-//! broken otherwise. So an answer ends whole only once the result is stored.
+//! The stream ends when its job ends (`turn_terminal` in the table): whole when the job
+//! succeeded, broken otherwise. So an answer ends whole only once the result is stored.
 //!
 //! **Invariant:** the stream's lock is a leaf: nothing else is locked while it is held (the
-//! table's `finish` ends a stream under the table lock, which is allowed: table, then leaf).
+//! table's `turn_terminal` ends a stream under the table lock, which is allowed: table, then
+//! leaf).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -146,7 +147,7 @@ impl StreamReader {
     /// # Blocking
     /// Waits on the stream's condvar (its own leaf lock, not the table's) for at most `wait`;
     /// woken by `push` (the runtime's connection thread, for each chunk) and by `end` (the
-    /// job's `finish`: its result stored, or its failure, which covers reset, shutdown, a
+    /// job's `turn_terminal`: its result stored, or its failure, which covers reset, shutdown, a
     /// cancel and the post breaking off). On timeout: [`StreamPiece::Wait`]. The caller (a
     /// connection thread) asks again within its own deadline.
     pub fn next(&mut self, wait: Duration) -> StreamPiece {

@@ -56,7 +56,7 @@ pub fn spawn(
     runtime_id: &str,
     token: Secret,
     builtin: &Builtin,
-) -> std::io::Result<Vec<JobHandle>> {
+) -> std::io::Result<Vec<RuntimeThread>> {
     let threads = match builtin {
         Builtin::Echo => 1,
         Builtin::Exec(spec) => spec.concurrency.max(1),
@@ -76,8 +76,8 @@ pub fn spawn(
         .collect()
 }
 
-/// A built-in runtime thread's handle.
-pub type JobHandle = JoinHandle<()>;
+/// The join handle of one built-in runtime thread (not a Contour "job handle").
+pub type RuntimeThread = JoinHandle<()>;
 
 struct Worker {
     table: Arc<JobTable>,

@@ -42,7 +42,7 @@ const KILL_GRACE: Duration = Duration::from_secs(10);
 /// # Blocking
 /// In [`JobTable::wait_terminal`] on the job (no lock held meanwhile), until the helper
 /// fires [`Ended`] (the command exited and closed its pipes), `spec.timeout` from entry
-/// passes, or the job ends through `finish` (cancel, restart, reset, runtime limit,
+/// passes, or the job ends through `turn_terminal` (cancel, restart, reset, runtime limit,
 /// shutdown). On the deadline and on the job's end the process group is killed (SIGKILL);
 /// after a deadline kill the same wait runs once more, at most [`KILL_GRACE`], for the
 /// helper's stderr. Every blocking wait is thus the table's one condvar wait.

@@ -1,7 +1,7 @@
 //! Runtimes (compute-module sessions), deployed-app bindings, and the per-runtime job hand-off.
 //!
 //! A [`Registry`] is plain data; it lives inside the job table's mutex so that binding
-//! resolution, enqueueing and session resets are one atomic step (see `jobs::table`).
+//! resolution, enqueueing and session resets are one atomic step (see `jobs::JobTable`).
 //!
 //! **Hand-off:** each runtime owns an unbounded crossbeam channel of job ids in FIFO order.
 //! Enqueue sends under the table lock; a poll (or a built-in runtime thread) receives outside

@@ -1,7 +1,14 @@
 //! Unit tests of the job table: lifecycle, retention and the byte budget, waits, faults.
+//!
+//! About 500 lines: one test per behaviour of the table's concerns (one file each in
+//! `src/jobs/`), all through the same few helpers (`table`, `enqueue`, `take`, `run_one`),
+//! which is why they stay together rather than beside each concern's file.
 
 use super::*;
+use crate::error::Error;
 use crate::jobs::stream::StreamReader;
+use crate::jobs::*;
+use serde_json::Value;
 
 fn table(limits: Limits) -> (JobTable, String) {
     let table = JobTable::new(limits);
@@ -198,7 +205,7 @@ fn a_waiter_gets_its_result_even_when_the_job_is_evicted_at_once() {
     started_rx.recv().unwrap();
     take(&table, &token);
     // Wait until the waiter sleeps on the job, so the eviction races it for real.
-    while table.lock().jobs[&id].waker.is_none() {
+    while table.lock().jobs[&id].watch_slot.is_none() {
         std::thread::yield_now();
     }
     table

@@ -14,14 +14,14 @@ use crate::framing::RequestHead;
 
 /// Told, on the connection thread, each piece of a chunked request body as it is decoded.
 ///
-/// Exactly one of [`BodySink::finish`] and [`BodySink::abort`] is called, after the last
-/// [`BodySink::chunk`]; the request is then queued whole as usual (after `finish`) or refused
+/// Exactly one of [`BodySink::end_of_body`] and [`BodySink::abort`] is called, after the last
+/// [`BodySink::chunk`]; the request is then queued whole as usual (after `end_of_body`) or refused
 /// or dropped (after `abort`). None of them may block.
 pub trait BodySink: Send {
     /// The next decoded bytes of the body (never empty).
     fn chunk(&mut self, data: &[u8]);
     /// The whole body arrived (the terminating chunk and trailers were read).
-    fn finish(&mut self);
+    fn end_of_body(&mut self);
     /// The body broke off: the client closed mid-body, a chunk could not be decoded, the body
     /// passed `max_body`, the deadline passed, or the server is closing. `reason` is one
     /// English sentence ending with a period.
@@ -93,7 +93,7 @@ mod tests {
         fn chunk(&mut self, data: &[u8]) {
             let _ = self.0.send(Seen::Chunk(data.to_vec()));
         }
-        fn finish(&mut self) {
+        fn end_of_body(&mut self) {
             let _ = self.0.send(Seen::Finish);
         }
         fn abort(&mut self, reason: &str) {

@@ -15,6 +15,11 @@
 //! The socket's read and write timeouts are one [`TICK`]: every blocking socket call returns
 //! at least that often, so the thread re-checks its deadline and the server's stop flags
 //! without any other wake-up mechanism.
+//!
+//! Long (about 740 lines) because a connection's whole life runs on this one thread, as one
+//! loop: the read under its deadline, the hand-off, watching for the client leaving, the plain
+//! or chunked write, the stop flags. It stays one file so that the deadlines and stop checks
+//! every step shares are read in one place.
 
 use std::io;
 use std::net::TcpStream;
@@ -263,7 +268,7 @@ impl<S: Stream> Conn<S> {
         let body = self.read_body(&head, deadline, &mut sink);
         if let Some(sink) = sink.as_deref_mut() {
             match &body {
-                Ok(Some(_)) => sink.finish(),
+                Ok(Some(_)) => sink.end_of_body(),
                 Ok(None) => sink.abort(BROKE_OFF),
                 Err(rejection) => sink.abort(&rejection.reason),
             }

@@ -14,6 +14,9 @@
 //! `httparse::Request` cannot tell apart from garbage; it also refuses non-UTF-8 targets). The
 //! header lines are parsed by `httparse::parse_headers`; the RFC 9112 semantic checks (Host,
 //! Content-Length, Transfer-Encoding, Connection, Expect) are done here.
+//!
+//! Long (about 1,570 lines, 675 of them tests) because every refusal RFC 9112 asks for has
+//! its own check and its own test here, next to the one rejection type they share.
 
 use std::fmt::Write as _;
 

@@ -1,0 +1,178 @@
+//! What the table keeps and for how long: the ledger of finished and running jobs, eviction
+//! (count, the byte budget, `--job-ttl`), the janitor's sweep (which also fails jobs past
+//! `--max-job-runtime`), the memory of expired ids for their 404, and the interning of the
+//! short strings every job repeats.
+//!
+//! **Invariant:** `sweep` and `keep_preview` take the table lock once each; `evict`, `missing`
+//! and `intern` run under their caller's hold. `Ledger::finished` holds the terminal jobs in
+//! the order they finished and `Ledger::running` the running jobs by deadline, so expiry never
+//! scans the table; `finished_bytes` counts the query and result bytes of the jobs in
+//! `finished`, `open_bytes` the query bytes of the queued and running ones. All of it changes
+//! only under the table lock, and agrees with the job map whenever the lock is released. Every
+//! bound here (`REMEMBERED_EXPIRED`, `MAX_NAMES`) is a count, so no client can grow these sets
+//! without limit.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::error::Error;
+use crate::jobs::inspect::Counts;
+use crate::jobs::lifecycle::turn_terminal;
+use crate::jobs::table::{Inner, Limits};
+use crate::jobs::{JobId, JobState, JobTable, JobView, RESULT_PREVIEW};
+
+/// Distinct interned query types and content types, and the longest one interned.
+const MAX_NAMES: usize = 4096;
+
+const MAX_NAME_BYTES: usize = 128;
+
+/// How many evicted ids are remembered so their 404 can say "expired".
+const REMEMBERED_EXPIRED: usize = 10_000;
+
+/// Jobs ordered for the two time limits; both are kept so expiry never scans the table.
+#[derive(Default)]
+pub(super) struct Ledger {
+    /// Terminal jobs in the order they finished, with when: eviction pops the front, O(1).
+    pub(super) finished: VecDeque<(JobId, Instant)>,
+    /// Running jobs by runtime deadline; `turn_terminal` removes its entry (O(log n)), so only
+    /// jobs still running are here.
+    pub(super) running: BTreeSet<(Instant, JobId)>,
+    /// Query and result bytes of the jobs in `finished`.
+    pub(super) finished_bytes: u64,
+    /// Query bytes of the queued and running jobs.
+    pub(super) open_bytes: u64,
+    pub(super) counts: Counts,
+    /// Where finished jobs are reported (the `--journal` writer); sends never block.
+    pub(super) journal: Option<crossbeam_channel::Sender<Box<JobView>>>,
+}
+
+impl Ledger {
+    /// What the jobs hold against `max_retained_bytes`.
+    pub(super) fn held_bytes(&self) -> u64 {
+        self.finished_bytes + self.open_bytes
+    }
+}
+
+impl JobTable {
+    /// Fails running jobs past `max_job_runtime` and evicts terminal jobs past the retention
+    /// limits. Called about once a second by the janitor thread, so expiry happens even when
+    /// no request arrives; costs O(1) per expired job.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        while let Some((deadline, id)) = inner.ledger.running.first().cloned() {
+            if deadline > now {
+                break;
+            }
+            match inner.jobs.get_mut(&id) {
+                Some(job) => {
+                    let message = format!(
+                        "the compute module posted no result within {}s (--max-job-runtime)",
+                        self.limits.max_job_runtime.as_secs_f64()
+                    );
+                    // Removes the entry from `running`.
+                    turn_terminal(
+                        job,
+                        JobState::Failed,
+                        Some(message),
+                        &mut inner.ledger,
+                        &mut inner.registry,
+                    );
+                }
+                None => {
+                    inner.ledger.running.remove(&(deadline, id));
+                }
+            }
+        }
+        inner.evict(&self.limits, now);
+    }
+
+    /// A sync execute answered with the result of job `id`: the job keeps only its first
+    /// [`RESULT_PREVIEW`] bytes (for inspection). No one else can ask for the bytes (the
+    /// execute never told its caller the id), so a full copy would only hold memory until
+    /// eviction.
+    pub fn keep_preview(&self, id: &JobId) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(job) = inner.jobs.get_mut(id) else {
+            return;
+        };
+        let Some(result) = &job.view.result else {
+            return;
+        };
+        if job.view.result_preview_of.is_some() || result.len() <= RESULT_PREVIEW {
+            return;
+        }
+        let full = result.len();
+        job.view.result = Some(Arc::from(&result[..RESULT_PREVIEW]));
+        job.view.result_preview_of = Some(full as u64);
+        inner.ledger.finished_bytes -= (full - RESULT_PREVIEW) as u64;
+    }
+}
+
+impl Inner {
+    /// Drops terminal jobs beyond `max_retained_jobs`, past the byte budget, or older than
+    /// `job_ttl`, oldest first. The byte budget never evicts the newest finished job: its
+    /// result (at most the whole budget, see `complete`) stays readable until another ends.
+    pub(super) fn evict(&mut self, limits: &Limits, now: Instant) {
+        while let Some((_, finished_at)) = self.ledger.finished.front() {
+            let over_bytes = self.ledger.held_bytes() > limits.max_retained_bytes
+                && self.ledger.finished.len() > 1;
+            let over = self.ledger.finished.len() > limits.max_retained_jobs || over_bytes;
+            let expired = finished_at
+                .checked_add(limits.job_ttl)
+                .is_some_and(|end| end <= now);
+            if !over && !expired {
+                break;
+            }
+            let Some((id, _)) = self.ledger.finished.pop_front() else {
+                break;
+            };
+            if let Some(job) = self.jobs.remove(&id) {
+                self.ledger.finished_bytes -= retained_bytes(&job.view);
+                self.by_seq.remove(&job.view.seq);
+                self.ledger.counts.evicted += 1;
+            }
+            if self.expired.len() >= REMEMBERED_EXPIRED {
+                if let Some(old) = self.expired.pop_front() {
+                    self.expired_set.remove(&old);
+                }
+            }
+            self.expired_set.insert(id.clone());
+            self.expired.push_back(id);
+        }
+    }
+
+    /// The 404 for a job id not in the table.
+    pub(super) fn missing(&self, id: &JobId) -> Error {
+        if self.expired_set.contains(id) {
+            Error::NotFound(format!(
+                "Compute-module job '{id}' expired: finished jobs are kept for --job-ttl, up to --max-retained-jobs."
+            ))
+        } else {
+            Error::job_not_found(&id.to_string())
+        }
+    }
+
+    /// A shared copy of a short string that many jobs repeat (query types, content types),
+    /// so 100,000 retained jobs do not hold 100,000 copies. Past [`MAX_NAMES`] distinct
+    /// values, a fresh copy is made instead.
+    pub(super) fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.names.get(name) {
+            return shared.clone();
+        }
+        let fresh: Arc<str> = Arc::from(name);
+        // Only short names: a long one is not a name, and would outlive its job here.
+        if self.names.len() < MAX_NAMES && name.len() <= MAX_NAME_BYTES {
+            self.names.insert(fresh.clone());
+        }
+        fresh
+    }
+}
+
+/// What a finished job costs against `max_retained_bytes`.
+pub(super) fn retained_bytes(view: &JobView) -> u64 {
+    (view.query.len() + view.result.as_ref().map_or(0, |r| r.len())) as u64
+}
