@@ -215,6 +215,24 @@ impl Tables {
     }
 }
 
+impl Tables {
+    /// The end of an exchange or rotation: issues `issue` into the spent credential's
+    /// `family`, or refuses it as revoked (a replay or revocation got there first).
+    fn issue_into<E>(
+        &mut self,
+        mut issue: Issue,
+        family: u64,
+        now: Instant,
+        refused: impl Fn(Refusal) -> E,
+    ) -> Result<(Principal, String, Option<String>), E> {
+        issue.family = family;
+        let (access, refresh) = self
+            .issue(&issue, now)
+            .ok_or_else(|| refused(Refusal::Revoked))?;
+        Ok((issue.principal, access, refresh))
+    }
+}
+
 /// What to issue: for whom, to which client, for how long, in which family.
 #[derive(Debug, Clone)]
 pub struct Issue {
@@ -316,12 +334,8 @@ impl Issued {
             None => entry.spent = true,
         }
         let code = entry.value.clone();
-        let mut issue = check(&code)?;
-        issue.family = family;
-        let (access, refresh) = t
-            .issue(&issue, now)
-            .ok_or_else(|| refused(Refusal::Revoked))?;
-        Ok((issue.principal, access, refresh))
+        let issue = check(&code)?;
+        t.issue_into(issue, family, now, refused)
     }
 
     /// Rotates a refresh token, if `accept` takes its grant (a request the client may make):
@@ -350,13 +364,9 @@ impl Issued {
             None => {}
         }
         let grant = entry.value.clone();
-        let mut issue = accept(&grant)?;
+        let issue = accept(&grant)?;
         entry.spent = true;
-        issue.family = family;
-        let (access, refresh) = t
-            .issue(&issue, now)
-            .ok_or_else(|| refused(Refusal::Revoked))?;
-        Ok((issue.principal, access, refresh))
+        t.issue_into(issue, family, now, refused)
     }
 
     /// Revokes a token (access or refresh; RFC 7009) if `client_id` owns it. A refresh token
