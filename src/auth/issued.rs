@@ -216,6 +216,26 @@ impl Tables {
 }
 
 impl Tables {
+    /// A presented code or refresh token (in the kind `pick` names): its family, or why it is
+    /// refused. A spent one presented again is a replay: its whole family is revoked.
+    fn presented<T>(
+        &mut self,
+        pick: impl Fn(&mut Tables) -> &mut Kind<T>,
+        key: &Digest,
+        now: Instant,
+    ) -> Result<u64, Refusal> {
+        let entry = pick(self).entries.get(key).ok_or(Refusal::Unknown)?;
+        let family = entry.family;
+        match entry.refusal(now) {
+            None => Ok(family),
+            Some(Refusal::Reused) => {
+                self.revoke_family(family);
+                Err(Refusal::Reused)
+            }
+            Some(refusal) => Err(refusal),
+        }
+    }
+
     /// The end of an exchange or rotation: issues `issue` into the spent credential's
     /// `family`, or refuses it as revoked (a replay or revocation got there first).
     fn issue_into<E>(
@@ -316,24 +336,13 @@ impl Issued {
     ) -> Result<(Principal, String, Option<String>), E> {
         let now = Instant::now();
         let mut t = self.lock();
-        let entry = t
-            .codes
-            .entries
-            .get_mut(&key(code))
-            .ok_or_else(|| refused(Refusal::Unknown))?;
-        let family = entry.family;
-        match entry.refusal(now) {
-            Some(Refusal::Reused) => {
-                t.revoke_family(family);
-                return Err(refused(Refusal::Reused));
-            }
-            Some(refusal) => {
-                entry.spent = true;
-                return Err(refused(refusal));
-            }
-            None => entry.spent = true,
+        let k = key(code);
+        let presented = t.presented(|t| &mut t.codes, &k, now);
+        if let Some(entry) = t.codes.entries.get_mut(&k) {
+            entry.spent = true;
         }
-        let code = entry.value.clone();
+        let family = presented.map_err(&refused)?;
+        let code = t.codes.entries[&k].value.clone();
         let issue = check(&code)?;
         t.issue_into(issue, family, now, refused)
     }
@@ -349,23 +358,13 @@ impl Issued {
     ) -> Result<(Principal, String, Option<String>), E> {
         let now = Instant::now();
         let mut t = self.lock();
-        let entry = t
-            .refresh
-            .entries
-            .get_mut(&key(token))
-            .ok_or_else(|| refused(Refusal::Unknown))?;
-        let family = entry.family;
-        match entry.refusal(now) {
-            Some(Refusal::Reused) => {
-                t.revoke_family(family);
-                return Err(refused(Refusal::Reused));
-            }
-            Some(refusal) => return Err(refused(refusal)),
-            None => {}
-        }
-        let grant = entry.value.clone();
+        let k = key(token);
+        let family = t.presented(|t| &mut t.refresh, &k, now).map_err(&refused)?;
+        let grant = t.refresh.entries[&k].value.clone();
         let issue = accept(&grant)?;
-        entry.spent = true;
+        if let Some(entry) = t.refresh.entries.get_mut(&k) {
+            entry.spent = true;
+        }
         t.issue_into(issue, family, now, refused)
     }
 
