@@ -98,6 +98,19 @@ fn token_ok(resp: &Resp) -> Value {
     body
 }
 
+/// A client-credentials request naming only a client id in the body (no secret).
+fn client_credentials_by_id(server: &TestServer, client_id: &str) -> Resp {
+    post_form(
+        server,
+        TOKEN,
+        None,
+        &form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+        ]),
+    )
+}
+
 fn client_credentials(server: &TestServer, scope: Option<&str>) -> Value {
     let mut pairs = vec![("grant_type", "client_credentials")];
     if let Some(s) = scope {
@@ -169,15 +182,7 @@ fn assert_echoed(resp: &Resp) {
 #[test]
 fn permissive_mode_gives_any_client_a_token_and_passes_any_bearer() {
     let server = permissive();
-    let resp = post_form(
-        &server,
-        TOKEN,
-        None,
-        &form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "anyone"),
-        ]),
-    );
+    let resp = client_credentials_by_id(&server, "anyone");
     let body = token_ok(&resp);
     assert_eq!(
         body.as_object().unwrap().keys().collect::<Vec<_>>(),
@@ -244,15 +249,7 @@ fn strict_auth_flag_alone_refuses_made_up_tokens_and_unknown_clients() {
         "invalid_token",
         "A valid 'Authorization: Bearer <token>' header is required.",
     );
-    let resp = post_form(
-        &server,
-        TOKEN,
-        None,
-        &form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "anyone"),
-        ]),
-    );
+    let resp = client_credentials_by_id(&server, "anyone");
     assert_error(&resp, 401, "invalid_client", "Unknown client 'anyone'.");
     assert_eq!(
         resp.header("www-authenticate"),
@@ -1281,15 +1278,7 @@ fn forms_are_bounded_in_size_and_parameters() {
         ),
     );
     let long_id = "c".repeat(300);
-    let resp = post_form(
-        &server,
-        TOKEN,
-        None,
-        &form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", &long_id),
-        ]),
-    );
+    let resp = client_credentials_by_id(&server, &long_id);
     assert_error(
         &resp,
         401,
@@ -1338,17 +1327,7 @@ fn issued_tokens_expire_and_revoke_in_permissive_mode_too() {
         cfg.token_ttl = Duration::from_secs(1);
         cfg.seed.add_builtin("echo", ECHO_RID, Builtin::Echo);
     });
-    let issue = || {
-        token_ok(&post_form(
-            &server,
-            TOKEN,
-            None,
-            &form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", "my-app"),
-            ]),
-        ))
-    };
+    let issue = || token_ok(&client_credentials_by_id(&server, "my-app"));
     let token = bearer(&issue()["access_token"]);
     wait_for("the 1-second token to expire", || {
         echo_with(&server, &token).status == 401

@@ -5,7 +5,7 @@
 //! and secret, RFC 6749 §2.3.1) or body fields (`client_secret_post`), never both. In
 //! permissive mode any client id is accepted with any secret and may use every grant.
 //!
-//! Long (about 590 lines) because it is the whole authorization server in one place: three
+//! Long (about 730 lines) because it is the whole authorization server in one place: three
 //! grants, client authentication, PKCE, the authorize step and its redirects, each with the
 //! refusal RFC 6749 names for it; they share `Caller` and the answer builders, and splitting
 //! them would only move those across files.
