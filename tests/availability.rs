@@ -116,48 +116,6 @@ fn has_data(stream: &TcpStream) -> bool {
     got
 }
 
-/// Like `util::send`, but a transport error is an `Err` instead of a panic, so a timed
-/// request on its own thread can report it.
-fn try_send(
-    agent: &ureq::Agent,
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-) -> Result<Resp, String> {
-    let mut builder = ureq::http::Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let result = match body {
-        Some(bytes) => agent.run(builder.body(bytes.to_vec()).expect("request")),
-        None => agent.run(builder.body(()).expect("request")),
-    };
-    let mut response = result.map_err(|e| format!("{method} {url}: {e}"))?;
-    let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_ascii_lowercase(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(64 * 1024 * 1024)
-        .read_to_vec()
-        .map_err(|e| format!("{method} {url}: reading the body: {e}"))?;
-    Ok(Resp {
-        status,
-        headers,
-        body,
-    })
-}
-
 /// Runs `request` on its own thread and returns its answer, panicking unless it came within
 /// `limit`. (A late request's thread ends by its own client timeout.)
 fn within(

@@ -91,8 +91,35 @@ impl Resp {
     }
 }
 
-fn to_resp(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>, what: &str) -> Resp {
-    let mut response = result.unwrap_or_else(|e| panic!("{what}: transport error: {e}"));
+/// Sends any request. `body: None` sends no body at all. A transport error panics.
+pub fn send(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Resp {
+    try_send(agent, method, url, headers, body).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like [`send`], but a transport error is an `Err` instead of a panic, so a timed request
+/// on its own thread can report it.
+pub fn try_send(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Resp, String> {
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let result = match body {
+        Some(bytes) => agent.run(builder.body(bytes.to_vec()).expect("request")),
+        None => agent.run(builder.body(()).expect("request")),
+    };
+    let mut response = result.map_err(|e| format!("{method} {url}: transport error: {e}"))?;
     let status = response.status().as_u16();
     let headers = response
         .headers()
@@ -109,32 +136,12 @@ fn to_resp(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>, what: 
         .with_config()
         .limit(256 * 1024 * 1024)
         .read_to_vec()
-        .unwrap_or_else(|e| panic!("{what}: reading the body failed: {e}"));
-    Resp {
+        .map_err(|e| format!("{method} {url}: reading the body failed: {e}"))?;
+    Ok(Resp {
         status,
         headers,
         body,
-    }
-}
-
-/// Sends any request. `body: None` sends no body at all.
-pub fn send(
-    agent: &ureq::Agent,
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-) -> Resp {
-    let mut builder = ureq::http::Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let what = format!("{method} {url}");
-    let result = match body {
-        Some(bytes) => agent.run(builder.body(bytes.to_vec()).expect("request")),
-        None => agent.run(builder.body(()).expect("request")),
-    };
-    to_resp(result, &what)
+    })
 }
 
 /// Polls `cond` until it holds; panics with `what` after [`CONDITION_TIMEOUT`].
