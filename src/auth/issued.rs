@@ -48,7 +48,6 @@ type Digest = [u8; 32];
 pub struct Grant {
     pub principal: Principal,
     pub client_id: String,
-    pub expires_at: Instant,
 }
 
 /// A code from `authorize`, waiting for its exchange.
@@ -61,7 +60,6 @@ pub struct Code {
     pub redirect_uri_sent: bool,
     /// The PKCE challenge and its method (`S256` or `plain`), when one was sent.
     pub challenge: Option<(String, String)>,
-    pub expires_at: Instant,
 }
 
 /// Why a presented credential is not accepted.
@@ -187,28 +185,22 @@ impl Tables {
             return None;
         }
         let access = mint("access");
-        let grant = |life: Duration| Grant {
-            principal: issue.principal.clone(),
-            client_id: issue.client_id.clone(),
+        let entry = |life: Duration| Entry {
+            value: Grant {
+                principal: issue.principal.clone(),
+                client_id: issue.client_id.clone(),
+            },
             expires_at: crate::api::deadline(now, life),
-        };
-        let entry = |value: Grant| Entry {
-            expires_at: value.expires_at,
-            value,
             family: issue.family,
             spent: false,
             revoked: false,
         };
-        self.access.insert(
-            &issue.client_id,
-            key(&access),
-            entry(grant(issue.life)),
-            now,
-        );
+        self.access
+            .insert(&issue.client_id, key(&access), entry(issue.life), now);
         let refresh = issue.refresh_life.map(|life| {
             let refresh = mint("refresh");
             self.refresh
-                .insert(&issue.client_id, key(&refresh), entry(grant(life)), now);
+                .insert(&issue.client_id, key(&refresh), entry(life), now);
             refresh
         });
         Some((access, refresh))
@@ -306,7 +298,7 @@ impl Issued {
         }
     }
 
-    /// Stores a code for `authorize`; answers the code to send back.
+    /// Stores a code for `authorize` (good for [`CODE_LIFE`]); answers the code to send back.
     pub fn issue_code(&self, code: Code) -> String {
         let now = Instant::now();
         let text = mint("code");
@@ -315,7 +307,7 @@ impl Issued {
         let family = t.next_family;
         let client = code.client_id.clone();
         let entry = Entry {
-            expires_at: code.expires_at,
+            expires_at: crate::api::deadline(now, CODE_LIFE),
             value: code,
             family,
             spent: false,
@@ -388,6 +380,7 @@ impl Issued {
     }
 
     /// Entries per kind (access, refresh, codes), for tests.
+    #[cfg(test)]
     pub fn counts(&self) -> (usize, usize, usize) {
         let t = self.lock();
         (

@@ -11,12 +11,12 @@
 //! them would only move those across files.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::issued::{Code, Issue, Refusal, CODE_LIFE};
+use super::issued::{Code, Issue, Refusal};
 use super::users::User;
 use super::{constant_time_eq, sha256, Auth, OauthClient, Principal};
 use crate::error::Error;
@@ -690,7 +690,6 @@ pub fn sign_in(auth: &Auth, request: &Authorization, user: Arc<User>) -> String 
         redirect_uri: request.redirect_uri.clone(),
         redirect_uri_sent: request.redirect_uri_sent,
         challenge: request.challenge.clone(),
-        expires_at: crate::api::deadline(Instant::now(), CODE_LIFE),
     };
     let code = auth.issued.issue_code(code);
     let mut params = vec![("code", code)];
