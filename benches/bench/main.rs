@@ -38,6 +38,9 @@
 //! `DIR/<scenario>.perf.data` (build the binary with symbols for it to be useful:
 //! `CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only`).
 //!
+//! `BENCH_SMAPS=DIR` copies the server's `/proc/<pid>/smaps` at the end of each measured
+//! window into `DIR/<pid>.smaps`, to see where its resident memory is (heap, arenas, stacks).
+//!
 //! Rooms: `client` (the two HTTP clients), `proc` (`/proc` readers), `server` (the emulator
 //! as a child process, and the floor server), `sim` (the runtime simulator and the payloads
 //! both sides compute), `scenarios` (the timed loops, the latency histogram and the

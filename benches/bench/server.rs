@@ -114,6 +114,11 @@ impl Server {
     /// Ends a measured window: stops `perf record` (SIGINT, so it writes its file).
     pub fn end(&mut self) -> ProcStats {
         let stats = self.stats();
+        if let Some(dir) = std::env::var_os("BENCH_SMAPS").filter(|d| !d.is_empty()) {
+            let _ = std::fs::create_dir_all(&dir);
+            let from = format!("/proc/{}/smaps", self.pid());
+            let _ = std::fs::copy(from, Path::new(&dir).join(format!("{}.smaps", self.pid())));
+        }
         if let Some(mut perf) = self.perf.take() {
             let _ = Command::new("kill")
                 .args(["-INT", &perf.id().to_string()])

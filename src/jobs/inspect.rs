@@ -137,13 +137,13 @@ impl JobTable {
         let inner = self.lock();
         let mut jobs = Vec::new();
         let mut next_before = None;
-        let newest_first = inner.by_seq.range(..before.unwrap_or(u64::MAX)).rev();
-        for (scanned, (&seq, id)) in newest_first.enumerate() {
+        let newest_first = inner.jobs.newest_first(before.unwrap_or(u64::MAX));
+        for (scanned, job) in newest_first.enumerate() {
             if jobs.len() == limit || scanned == LIST_SCAN_MAX {
-                next_before = Some(seq + 1);
+                next_before = Some(job.view.seq + 1);
                 break;
             }
-            if let Some(job) = inner.jobs.get(id).filter(|j| filter.matches(&j.view)) {
+            if filter.matches(&job.view) {
                 jobs.push(job.view.clone());
             }
         }

@@ -88,10 +88,14 @@ impl JobTable {
         req: EnqueueRequest,
         watch_slot: Option<Arc<WatchSlot>>,
     ) -> Result<JobId, Error> {
-        // Minted before locking: it may refill the id pool (a getrandom call).
-        let id = JobId::random();
+        // Drawn before locking: it may refill the id pool (a getrandom call).
+        let random = crate::ids::random_bytes();
         let mut guard = self.lock();
         let inner = &mut *guard;
+        // The seq is taken (`last_seq`) only once the job is created; a refused submit
+        // leaves no trace.
+        let seq = inner.last_seq + 1;
+        let id = JobId::mint(random, seq, inner.jobs.id_key);
         if inner.shutting_down {
             return Err(Error::Overloaded("the emulator is shutting down".into()));
         }
@@ -136,9 +140,7 @@ impl JobTable {
             // Dropped, delayed or failed by a fault rule: held as queued, not sent now.
             (None, _) => runtime.hold(self.limits.max_queued)?,
         }
-        inner.last_seq += 1;
-        let seq = inner.last_seq;
-        inner.by_seq.insert(seq, id.clone());
+        inner.last_seq = seq;
         *inner
             .ledger
             .counts
@@ -183,7 +185,7 @@ impl JobTable {
                 &mut inner.registry,
             );
         }
-        inner.jobs.insert(id.clone(), job);
+        inner.jobs.insert(job);
         self.apply(inner, &id, effect);
         // Finished jobs make room for the new query.
         inner.evict(&self.limits, Instant::now());
@@ -231,7 +233,7 @@ impl JobTable {
         job.view.state = JobState::Queued;
         job.view.dispatched_at = None;
         if let Some(deadline) = job.run_deadline.take() {
-            inner.ledger.running.remove(&(deadline, id.clone()));
+            inner.ledger.running.remove(&(deadline, job.view.seq));
         }
         if let Some(runtime) = inner.registry.runtimes.get_mut(&job.view.runtime_id) {
             runtime.queued += 1;
@@ -407,7 +409,7 @@ pub(super) fn start_running(job: &mut Job, ledger: &mut Ledger, limits: &Limits)
     // A limit too large for an Instant means "never": no entry.
     if let Some(deadline) = Instant::now().checked_add(limits.max_job_runtime) {
         job.run_deadline = Some(deadline);
-        ledger.running.insert((deadline, job.view.id.clone()));
+        ledger.running.insert((deadline, job.view.seq));
     }
 }
 
@@ -441,11 +443,9 @@ pub(super) fn turn_terminal(
         job.view.error_message = Some(message.unwrap_or_else(|| DEFAULT_FAILURE.to_string()));
     }
     if let Some(deadline) = job.run_deadline.take() {
-        ledger.running.remove(&(deadline, job.view.id.clone()));
+        ledger.running.remove(&(deadline, job.view.seq));
     }
-    ledger
-        .finished
-        .push_back((job.view.id.clone(), Instant::now()));
+    ledger.finished.push_back((job.view.seq, Instant::now()));
     ledger.finished_bytes += retained_bytes(&job.view);
     *ledger
         .counts

@@ -27,9 +27,12 @@ pub use waits::{Abandon, NeverAbandon, WaitOutcome, Watch};
 
 /// A job id, `foundry_job_<32 hex>`.
 ///
-/// Ids the emulator mints are kept as their 16 random bytes and formatted on output: no
-/// allocation per job, and cheap to hash. An id a client sends that is not of that form is
-/// kept as text; it can only ever be "not found".
+/// Ids the emulator mints are kept as their 16 bytes and formatted on output: no allocation
+/// per job. The first 8 bytes are random; the last 8 are the job's submission number (`seq`)
+/// masked with a random key of its table ([`JobId::mint`]), so the table finds a job by id
+/// through its seq-ordered map alone, with no second index, and ids neither repeat nor reveal
+/// how many jobs came before. An id a client sends that is not of that form is kept as text;
+/// it can only ever be "not found".
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobId(Repr);
 
@@ -42,9 +45,25 @@ enum Repr {
 const JOB_PREFIX: &str = "foundry_job_";
 
 impl JobId {
-    /// Mints a fresh random id.
-    pub fn random() -> JobId {
-        JobId(Repr::Minted(crate::ids::random_bytes()))
+    /// The id of the job numbered `seq` in a table whose id key is `key`; `random` gives the
+    /// first 8 bytes (drawn before the table lock is taken: it may refill the id pool).
+    pub(crate) fn mint(random: [u8; 16], seq: u64, key: u64) -> JobId {
+        let mut bytes = random;
+        bytes[8..].copy_from_slice(&(seq ^ key).to_be_bytes());
+        JobId(Repr::Minted(bytes))
+    }
+
+    /// The submission number this id names in a table with id key `key`, if it is an id of
+    /// the emulator's form; the table still checks that the job under it has this very id.
+    pub(crate) fn seq(&self, key: u64) -> Option<u64> {
+        match &self.0 {
+            Repr::Minted(bytes) => {
+                let mut low = [0u8; 8];
+                low.copy_from_slice(&bytes[8..]);
+                Some(u64::from_be_bytes(low) ^ key)
+            }
+            Repr::Other(_) => None,
+        }
     }
 
     /// Reads an id received from a client; it may name no job at all.

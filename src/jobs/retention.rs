@@ -33,11 +33,12 @@ const REMEMBERED_EXPIRED: usize = 10_000;
 /// Jobs ordered for the two time limits; both are kept so expiry never scans the table.
 #[derive(Default)]
 pub(super) struct Ledger {
-    /// Terminal jobs in the order they finished, with when: eviction pops the front, O(1).
-    pub(super) finished: VecDeque<(JobId, Instant)>,
-    /// Running jobs by runtime deadline; `turn_terminal` removes its entry (O(log n)), so only
-    /// jobs still running are here.
-    pub(super) running: BTreeSet<(Instant, JobId)>,
+    /// Terminal jobs (by seq) in the order they finished, with when: eviction pops the
+    /// front, O(1).
+    pub(super) finished: VecDeque<(u64, Instant)>,
+    /// Running jobs (by seq) by runtime deadline; `turn_terminal` removes its entry
+    /// (O(log n)), so only jobs still running are here.
+    pub(super) running: BTreeSet<(Instant, u64)>,
     /// Query and result bytes of the jobs in `finished`.
     pub(super) finished_bytes: u64,
     /// Query bytes of the queued and running jobs.
@@ -62,11 +63,11 @@ impl JobTable {
         let now = Instant::now();
         let mut guard = self.lock();
         let inner = &mut *guard;
-        while let Some((deadline, id)) = inner.ledger.running.first().cloned() {
+        while let Some(&(deadline, seq)) = inner.ledger.running.first() {
             if deadline > now {
                 break;
             }
-            match inner.jobs.get_mut(&id) {
+            match inner.jobs.by_seq_mut(seq) {
                 Some(job) => {
                     let message = format!(
                         "the compute module posted no result within {}s (--max-job-runtime)",
@@ -82,7 +83,7 @@ impl JobTable {
                     );
                 }
                 None => {
-                    inner.ledger.running.remove(&(deadline, id));
+                    inner.ledger.running.remove(&(deadline, seq));
                 }
             }
         }
@@ -127,19 +128,20 @@ impl Inner {
             if !over && !expired {
                 break;
             }
-            let Some((id, _)) = self.ledger.finished.pop_front() else {
+            let Some((seq, _)) = self.ledger.finished.pop_front() else {
                 break;
             };
-            if let Some(job) = self.jobs.remove(&id) {
-                self.ledger.finished_bytes -= retained_bytes(&job.view);
-                self.by_seq.remove(&job.view.seq);
-                self.ledger.counts.evicted += 1;
-            }
+            let Some(job) = self.jobs.remove(seq) else {
+                continue;
+            };
+            self.ledger.finished_bytes -= retained_bytes(&job.view);
+            self.ledger.counts.evicted += 1;
             if self.expired.len() >= REMEMBERED_EXPIRED {
                 if let Some(old) = self.expired.pop_front() {
                     self.expired_set.remove(&old);
                 }
             }
+            let id = job.view.id.clone();
             self.expired_set.insert(id.clone());
             self.expired.push_back(id);
         }

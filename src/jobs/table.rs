@@ -23,7 +23,7 @@
 //!
 //! Its unit tests are in `table/tests.rs`.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -98,8 +98,7 @@ pub struct JobTable {
 
 /// What the lock guards: the jobs, the registry, and the indexes kept beside them.
 pub(super) struct Inner {
-    /// Boxed so the map's slots stay small; a job is a few hundred bytes.
-    pub(super) jobs: HashMap<JobId, Box<Job>>,
+    pub(super) jobs: Jobs,
     pub(super) registry: Registry,
     pub(super) shutting_down: bool,
     pub(super) ledger: Ledger,
@@ -108,8 +107,7 @@ pub(super) struct Inner {
     /// The last evicted ids (bounded), for a 404 that says the job expired.
     pub(super) expired: VecDeque<JobId>,
     pub(super) expired_set: HashSet<JobId>,
-    /// Every job by submission order, for listings.
-    pub(super) by_seq: BTreeMap<u64, JobId>,
+    /// The seq of the newest job; never goes back (not even at reset), so ids never repeat.
     pub(super) last_seq: u64,
     pub(super) faults: Faults,
     /// Jobs a fault rule delays, by when (and seq) they are handed out.
@@ -139,14 +137,13 @@ impl JobTable {
     pub fn new(limits: Limits) -> JobTable {
         JobTable {
             inner: Mutex::new(Inner {
-                jobs: HashMap::new(),
+                jobs: Jobs::new(),
                 registry: Registry::default(),
                 shutting_down: false,
                 ledger: Ledger::default(),
                 names: HashSet::new(),
                 expired: VecDeque::new(),
                 expired_set: HashSet::new(),
-                by_seq: BTreeMap::new(),
                 last_seq: 0,
                 faults: Faults::new(crate::jobs::faults::DEFAULT_SEED),
                 delayed: BTreeMap::new(),
@@ -159,6 +156,70 @@ impl JobTable {
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Every job by submission number (`seq`), the listing's order. An id carries its seq (see
+/// [`JobId::mint`]), so this one map also finds a job by id: no second index to keep in step.
+pub(super) struct Jobs {
+    /// Boxed so the tree's nodes stay small; a job is a few hundred bytes.
+    by_seq: BTreeMap<u64, Box<Job>>,
+    /// The mask of the seq in this table's ids (random, fixed for the table's life).
+    pub(super) id_key: u64,
+}
+
+impl Jobs {
+    fn new() -> Jobs {
+        let mut key = [0u8; 8];
+        key.copy_from_slice(&crate::ids::random_bytes()[..8]);
+        Jobs {
+            by_seq: BTreeMap::new(),
+            id_key: u64::from_le_bytes(key),
+        }
+    }
+
+    /// The job with this id, if the table holds it.
+    pub(super) fn get(&self, id: &JobId) -> Option<&Job> {
+        let job = self.by_seq.get(&id.seq(self.id_key)?)?;
+        (job.view.id == *id).then_some(&**job)
+    }
+
+    /// The job with this id, if the table holds it, to change.
+    pub(super) fn get_mut(&mut self, id: &JobId) -> Option<&mut Job> {
+        let job = self.by_seq.get_mut(&id.seq(self.id_key)?)?;
+        (job.view.id == *id).then_some(&mut **job)
+    }
+
+    /// The job numbered `seq` (the ledgers keep jobs by seq), to change.
+    pub(super) fn by_seq_mut(&mut self, seq: u64) -> Option<&mut Job> {
+        self.by_seq.get_mut(&seq).map(|job| &mut **job)
+    }
+
+    /// Adds a job minted by this table (its id carries `job.view.seq`).
+    pub(super) fn insert(&mut self, job: Box<Job>) {
+        debug_assert_eq!(job.view.id.seq(self.id_key), Some(job.view.seq));
+        self.by_seq.insert(job.view.seq, job);
+    }
+
+    pub(super) fn remove(&mut self, seq: u64) -> Option<Box<Job>> {
+        self.by_seq.remove(&seq)
+    }
+
+    /// Jobs with a seq below `before`, newest first.
+    pub(super) fn newest_first(&self, before: u64) -> impl Iterator<Item = &Job> {
+        self.by_seq.range(..before).rev().map(|(_, job)| &**job)
+    }
+
+    pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut Job> {
+        self.by_seq.values_mut().map(|job| &mut **job)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.by_seq.len()
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.by_seq.clear();
     }
 }
 
@@ -241,7 +302,6 @@ impl JobTable {
         }
         let jobs_dropped = inner.jobs.len();
         inner.jobs.clear();
-        inner.by_seq.clear();
         inner.delayed.clear();
         inner.expired.clear();
         inner.expired_set.clear();

@@ -205,7 +205,12 @@ fn a_waiter_gets_its_result_even_when_the_job_is_evicted_at_once() {
     started_rx.recv().unwrap();
     take(&table, &token);
     // Wait until the waiter sleeps on the job, so the eviction races it for real.
-    while table.lock().jobs[&id].watch_slot.is_none() {
+    while table
+        .lock()
+        .jobs
+        .get(&id)
+        .is_some_and(|job| job.watch_slot.is_none())
+    {
         std::thread::yield_now();
     }
     table
@@ -505,4 +510,33 @@ fn a_wait_that_ended_takes_no_stream() {
         table.open_stream("rt", Some(&token), watch.id()).is_none(),
         "the execute answered 504: a later post is stored whole, its break-off fails nothing"
     );
+}
+
+#[test]
+fn a_job_is_found_by_its_id_alone_and_a_forged_or_foreign_id_finds_nothing() {
+    let (other_table, other_token) = table(Limits::default());
+    let foreign = run_one(&other_table, &other_token);
+    let (table, token) = table(Limits::default());
+    let ids: Vec<JobId> = (0..3).map(|_| run_one(&table, &token)).collect();
+    for (n, id) in ids.iter().enumerate() {
+        let view = table.job(id).unwrap();
+        assert_eq!((&view.id, view.seq), (id, n as u64 + 1));
+        // Read back from its text, as a client sends it.
+        assert_eq!(
+            table.job(&JobId::from_client(&id.to_string())).unwrap().id,
+            *id
+        );
+    }
+    // The same seq under other random bytes (a guessed id) is not that job.
+    let text = ids[1].to_string();
+    let flipped = if text.as_bytes()[12] == b'0' {
+        "1"
+    } else {
+        "0"
+    };
+    let forged = JobId::from_client(&format!("{}{flipped}{}", &text[..12], &text[13..]));
+    assert_ne!(forged, ids[1]);
+    assert!(matches!(table.job(&forged), Err(Error::NotFound(_))));
+    // An id of another table (another key) finds nothing here.
+    assert!(matches!(table.job(&foreign), Err(Error::NotFound(_))));
 }
