@@ -80,9 +80,9 @@ pub fn execute_and_wait(state: &State, req: &Req, request: EnqueueRequest) -> Re
                 Ok(Reply::octets(bytes))
             }
             _ => {
-                Err(Error::JobFailed(view.error_message.unwrap_or_else(|| {
-                    crate::jobs::DEFAULT_FAILURE.to_string()
-                })))
+                let message = view.error_message.as_deref();
+                let message = message.unwrap_or(crate::jobs::DEFAULT_FAILURE);
+                Err(Error::JobFailed(message.to_string()))
             }
         },
         WaitOutcome::Streaming(reader) => Ok(Reply::octets_streamed(Box::new(Streamed(reader)))),

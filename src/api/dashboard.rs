@@ -279,7 +279,7 @@ pub fn job_page(state: &State, req: Req, job_id: &str) -> Result<Reply, Error> {
     match &job.result {
         None => body.push_str("<h2>Result</h2><p id=result>none yet</p>"),
         Some(bytes) => {
-            let size = job.result_preview_of.unwrap_or(bytes.len() as u64);
+            let size = job.result_preview_of.map_or(bytes.len() as u64, u64::from);
             let preview = if job.result_preview_of.is_some() {
                 " (answered to its sync execute; only its start is kept)"
             } else {

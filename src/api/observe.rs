@@ -177,7 +177,7 @@ pub fn job_summary(job: &JobView) -> Value {
         "running_ms": span(job.dispatched_at, job.finished_at),
         "total_ms": span(Some(job.submitted_at), job.finished_at),
         "query_bytes": job.query.len(),
-        "result_bytes": job.result_preview_of.or(job.result.as_ref().map(|r| r.len() as u64)),
+        "result_bytes": job.result_preview_of.map(u64::from).or(job.result.as_ref().map(|r| r.len() as u64)),
         "fault": job.fault.as_deref(),
     })
 }

@@ -525,10 +525,10 @@ pub(crate) fn job_json(job: &JobView) -> Value {
         "result_body_utf8": utf8,
         "result_body_base64": base64,
         // A sync execute's delivered result is kept only as a preview.
-        "result_size": job.result_preview_of.or(job.result.as_ref().map(|r| r.len() as u64)),
+        "result_size": job.result_preview_of.map(u64::from).or(job.result.as_ref().map(|r| r.len() as u64)),
         "result_is_preview": job.result_preview_of.is_some(),
         "fault": job.fault.as_deref(),
-        "canceled_by": job.canceled.map(|c| json!({
+        "canceled_by": job.canceled.as_deref().map(|c| json!({
             "route": c.by,
             "user_id": EMULATOR_USER_ID,
             "was": c.was.as_str(),

@@ -20,7 +20,7 @@ use crate::jobs::faults::Effect;
 use crate::jobs::retention::{retained_bytes, Ledger};
 use crate::jobs::sessions::Resolved;
 use crate::jobs::stream::StreamEnd;
-use crate::jobs::table::{Inner, Job, Limits};
+use crate::jobs::table::{Inner, Job, Limits, Open};
 use crate::jobs::waits::WatchSlot;
 use crate::jobs::{
     now_millis, Cancellation, JobId, JobSource, JobState, JobTable, JobView, DEFAULT_FAILURE,
@@ -170,10 +170,11 @@ impl JobTable {
         inner.ledger.open_bytes += query_bytes;
         let mut job = Box::new(Job {
             view,
-            auth_header: req.auth_header.map(Arc::from),
-            watch_slot,
-            run_deadline: None,
-            delivering: false,
+            open: Some(Box::new(Open {
+                auth_header: req.auth_header.map(Arc::from),
+                watch_slot,
+                ..Open::default()
+            })),
         });
         if let Some(message) = unknown {
             // Failed at submit: its waiter (a sync execute) hears it at once.
@@ -223,16 +224,19 @@ impl JobTable {
         let Some(job) = inner.jobs.get_mut(id) else {
             return;
         };
-        if job.view.state != JobState::Running || !job.delivering {
+        let Some(open) = job.open.as_deref_mut() else {
+            return;
+        };
+        if job.view.state != JobState::Running || !open.delivering {
             return;
         }
-        job.delivering = false;
+        open.delivering = false;
         if ok {
             return;
         }
         job.view.state = JobState::Queued;
         job.view.dispatched_at = None;
-        if let Some(deadline) = job.run_deadline.take() {
+        if let Some(deadline) = open.run_deadline.take() {
             inner.ledger.running.remove(&(deadline, job.view.seq));
         }
         if let Some(runtime) = inner.registry.runtimes.get_mut(&job.view.runtime_id) {
@@ -348,10 +352,10 @@ impl JobTable {
         if job.view.state.is_terminal() {
             return Err(Error::cancel_conflict(id, job.view.state.as_str()));
         }
-        job.view.canceled = Some(Cancellation {
+        job.view.canceled = Some(Box::new(Cancellation {
             by,
             was: job.view.state,
-        });
+        }));
         turn_terminal(
             job,
             JobState::Failed,
@@ -377,7 +381,8 @@ impl Inner {
             return None;
         }
         start_running(job, &mut self.ledger, limits);
-        job.delivering = taker == Taker::Module;
+        let open = job.open.as_deref_mut()?;
+        open.delivering = taker == Taker::Module;
         if let Some(runtime) = self.registry.runtimes.get_mut(&job.view.runtime_id) {
             runtime.queued -= 1;
             runtime.running += 1;
@@ -386,7 +391,7 @@ impl Inner {
             job_id: id.clone(),
             query_type: job.view.query_type.clone(),
             query: job.view.query.clone(),
-            auth_header: job.auth_header.clone(),
+            auth_header: open.auth_header.clone(),
         })
     }
 }
@@ -407,8 +412,9 @@ pub(super) fn start_running(job: &mut Job, ledger: &mut Ledger, limits: &Limits)
     job.view.state = JobState::Running;
     job.view.dispatched_at = Some(now_millis());
     // A limit too large for an Instant means "never": no entry.
-    if let Some(deadline) = Instant::now().checked_add(limits.max_job_runtime) {
-        job.run_deadline = Some(deadline);
+    let deadline = Instant::now().checked_add(limits.max_job_runtime);
+    if let (Some(deadline), Some(open)) = (deadline, job.open.as_deref_mut()) {
+        open.run_deadline = Some(deadline);
         ledger.running.insert((deadline, job.view.seq));
     }
 }
@@ -434,15 +440,16 @@ pub(super) fn turn_terminal(
             _ => {}
         }
     }
-    job.delivering = false;
+    // What only an open job needs goes, the credential (needed only for the envelope)
+    // with it.
+    let open = job.open.take().map(|open| *open).unwrap_or_default();
     job.view.state = state;
     job.view.finished_at = Some(now_millis());
-    // The credential was only needed for the envelope; a finished job does not keep it.
-    job.auth_header = None;
     if state == JobState::Failed {
-        job.view.error_message = Some(message.unwrap_or_else(|| DEFAULT_FAILURE.to_string()));
+        let message = message.unwrap_or_else(|| DEFAULT_FAILURE.to_string());
+        job.view.error_message = Some(message.into_boxed_str());
     }
-    if let Some(deadline) = job.run_deadline.take() {
+    if let Some(deadline) = open.run_deadline {
         ledger.running.remove(&(deadline, job.view.seq));
     }
     ledger.finished.push_back((job.view.seq, Instant::now()));
@@ -456,7 +463,7 @@ pub(super) fn turn_terminal(
         // Unbounded: never blocks under the lock. The view's payloads are shared, not copied.
         let _ = journal.send(Box::new(job.view.clone()));
     }
-    if let Some(slot) = job.watch_slot.take() {
+    if let Some(slot) = open.watch_slot {
         // A streamed answer ends whole only now that the result is stored.
         if let Some(stream) = slot.stream.get() {
             stream.end(match state {

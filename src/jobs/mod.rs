@@ -14,6 +14,7 @@ mod table;
 mod waits;
 
 use std::fmt;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -164,17 +165,18 @@ pub struct JobView {
     pub submitted_at: u64,
     pub dispatched_at: Option<u64>,
     pub finished_at: Option<u64>,
-    pub error_message: Option<String>,
+    pub error_message: Option<Box<str>>,
     pub result: Option<Arc<[u8]>>,
     /// `Some(size)` once a sync execute delivered the result: `result` then keeps only its
     /// first [`RESULT_PREVIEW`] bytes, for inspection, of a result of `size` bytes.
-    pub result_preview_of: Option<u64>,
+    pub result_preview_of: Option<NonZeroU64>,
     /// Shared between jobs (interned): a handful of distinct values.
     pub result_content_type: Option<Arc<str>>,
     /// Which fault rule hit this job and what it did, if one did.
     pub fault: Option<Arc<str>>,
     /// Set when an application canceled the job (it is then `failed`).
-    pub canceled: Option<Cancellation>,
+    /// Boxed: rare, and every retained job carries the field.
+    pub canceled: Option<Box<Cancellation>>,
 }
 
 /// Who canceled a job, and what it was doing then; shown in inspection.

@@ -108,7 +108,7 @@ impl JobTable {
         }
         let full = result.len();
         job.view.result = Some(Arc::from(&result[..RESULT_PREVIEW]));
-        job.view.result_preview_of = Some(full as u64);
+        job.view.result_preview_of = std::num::NonZeroU64::new(full as u64);
         inner.ledger.finished_bytes -= (full - RESULT_PREVIEW) as u64;
     }
 }

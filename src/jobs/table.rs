@@ -77,6 +77,15 @@ impl Default for Limits {
 /// One job as the table keeps it: its snapshot, and what only the table needs.
 pub(super) struct Job {
     pub(super) view: JobView,
+    /// `Some` while the job is queued or running, `None` once it is terminal: a retained
+    /// job does not carry what only an open one needs (100,000 of them are kept by default).
+    pub(super) open: Option<Box<Open>>,
+}
+
+/// What a queued or running job needs and a terminal one does not.
+#[derive(Default)]
+pub(super) struct Open {
+    /// The submitter's `Authorization` header, for the envelope.
     pub(super) auth_header: Option<Arc<str>>,
     /// Its watch slot: created by the first waiter; filled, notified and dropped when the job
     /// turns terminal.

@@ -118,12 +118,14 @@ impl JobTable {
         let Some(job) = inner.jobs.get_mut(id) else {
             return Err(inner.missing(id));
         };
-        let slot = if job.view.state.is_terminal() {
-            let done = WatchSlot::default();
-            let _ = done.done.set(Box::new(job.view.clone()));
-            Arc::new(done)
-        } else {
-            job.watch_slot.get_or_insert_with(Default::default).clone()
+        // An open job has its `open` part; a terminal one gets a slot already filled.
+        let slot = match job.open.as_deref_mut() {
+            Some(open) => open.watch_slot.get_or_insert_with(Default::default).clone(),
+            None => {
+                let done = WatchSlot::default();
+                let _ = done.done.set(Box::new(job.view.clone()));
+                Arc::new(done)
+            }
         };
         Ok(Watch {
             id: id.clone(),
@@ -305,7 +307,7 @@ impl JobTable {
         {
             return None;
         }
-        let slot = job.watch_slot.as_ref()?;
+        let slot = job.open.as_ref()?.watch_slot.as_ref()?;
         if !slot.accepts_stream.load(Ordering::SeqCst) || slot.stream.get().is_some() {
             return None;
         }
@@ -327,8 +329,9 @@ impl JobTable {
             return;
         };
         let ours = job
-            .watch_slot
+            .open
             .as_ref()
+            .and_then(|open| open.watch_slot.as_ref())
             .and_then(|w| w.stream.get())
             .is_some_and(|s| Arc::ptr_eq(s, stream));
         if !ours || job.view.state.is_terminal() {
