@@ -552,5 +552,9 @@ fn a_job_is_found_by_its_id_alone_and_a_forged_or_foreign_id_finds_nothing() {
 /// 248 bytes is what glibc's allocator serves from a 256-byte chunk (8 bytes of its header).
 #[test]
 fn a_retained_job_record_fits_a_256_byte_allocation() {
-    assert!(std::mem::size_of::<Job>() <= 248, "{}", std::mem::size_of::<Job>());
+    assert!(
+        std::mem::size_of::<Job>() <= 248,
+        "{}",
+        std::mem::size_of::<Job>()
+    );
 }
