@@ -504,7 +504,14 @@ impl<S: Stream> Conn<S> {
     ) -> Option<Response> {
         // Most answers come within microseconds: a thread that does not go to sleep for them
         // costs its waker no wake-up (on a VM, each one is an inter-processor interrupt).
-        if let Some(response) = crate::spin::briefly(|| replies.try_recv().ok()) {
+        // Not so once the handler waits (it set a gone-waker: a long poll, a blocking
+        // execute): looking on would only take turns on the CPU with the threads that work.
+        let found = crate::spin::briefly(|| match replies.try_recv() {
+            Ok(response) => Some(Some(response)),
+            Err(_) if gone.is_watched() => Some(None),
+            Err(_) => None,
+        });
+        if let Some(Some(response)) = found {
             return Some(response);
         }
         loop {

@@ -79,6 +79,9 @@ pub struct GoneWatch(Arc<GoneState>);
 #[derive(Default)]
 struct GoneState {
     gone: AtomicBool,
+    /// A waker was set and not cleared: the handler waits (a long poll, a blocking
+    /// execute), so its answer is not a matter of microseconds.
+    watched: AtomicBool,
     waker: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
@@ -92,9 +95,15 @@ impl GoneWatch {
         self.0.gone.load(Ordering::SeqCst)
     }
 
+    /// True from `on_gone` to `clear`: the request's handler is waiting on something.
+    pub(crate) fn is_watched(&self) -> bool {
+        self.0.watched.load(Ordering::Relaxed)
+    }
+
     /// Runs `waker` once, on the connection thread, when the client goes (at once if it has
     /// already gone). A later call replaces an earlier waker that has not run.
     pub fn on_gone(&self, waker: Box<dyn FnOnce() + Send>) {
+        self.0.watched.store(true, Ordering::Relaxed);
         let mut slot = self.0.waker.lock().unwrap_or_else(PoisonError::into_inner);
         if self.is_gone() {
             drop(slot);
@@ -106,6 +115,7 @@ impl GoneWatch {
 
     /// Drops a waker that has not run (the wait it would end is over).
     pub fn clear(&self) {
+        self.0.watched.store(false, Ordering::Relaxed);
         self.0
             .waker
             .lock()
