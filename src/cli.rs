@@ -13,6 +13,8 @@ use crate::config::{Config, Seed, TlsOptions};
 use crate::emulator::Emulator;
 use crate::jobs::Limits;
 use crate::runtimes::builtin::{Builtin, ExecSpec};
+#[cfg(unix)]
+use crate::sys::Termination;
 
 /// Emulates Palantir Foundry compute-module job execution (Contour API and runtime API).
 #[derive(FromArgs, Debug)]
@@ -323,6 +325,9 @@ pub const DEFAULT_ECHO_RID: &str = "ri.foundry.main.deployed-app.echo";
 /// Serves until the process is killed; prints the bound address first.
 fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let config = args.into_config()?;
+    // Caught from before the address is announced: a signal sent as soon as the line is read
+    // still stops gracefully (it waits in the pipe until `wait`).
+    let termination = catch_termination()?;
     let running = Emulator::start(config).map_err(|e| CliError(e.to_string()))?;
     // The one line scripts read to learn the port (with --port 0); stdout, flushed.
     println!("foundry-emulator listening on {}", running.base_url());
@@ -376,25 +381,36 @@ fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         "dashboard: {base}/_emulate (listings: {base}/_emulate/jobs, metrics: {base}/metrics)",
         base = running.base_url()
     );
-    wait_for_termination()?;
+    termination
+        .wait()
+        .map_err(|e| CliError(format!("cannot wait for SIGTERM: {e}")))?;
     log::info!("stopping: failing open jobs, answering waiting clients");
     running.shutdown();
     Ok(ExitCode::SUCCESS)
 }
 
-/// Blocks until SIGTERM or SIGINT (Ctrl-C).
+/// SIGTERM or SIGINT (Ctrl-C), caught from now on.
 #[cfg(unix)]
-fn wait_for_termination() -> Result<(), CliError> {
-    crate::sys::wait_for_termination()
-        .map_err(|e| CliError(format!("cannot wait for SIGTERM: {e}")))
+fn catch_termination() -> Result<Termination, CliError> {
+    crate::sys::catch_termination().map_err(|e| CliError(format!("cannot catch SIGTERM: {e}")))
 }
 
 /// Without Unix signals, serve until the process is killed.
 #[cfg(not(unix))]
-fn wait_for_termination() -> Result<(), CliError> {
-    loop {
-        std::thread::park();
+struct Termination;
+
+#[cfg(not(unix))]
+impl Termination {
+    fn wait(self) -> std::io::Result<()> {
+        loop {
+            std::thread::park();
+        }
     }
+}
+
+#[cfg(not(unix))]
+fn catch_termination() -> Result<Termination, CliError> {
+    Ok(Termination)
 }
 
 #[cfg(test)]

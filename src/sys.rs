@@ -1,6 +1,6 @@
 //! What std cannot do, through libc; the only `unsafe` in the crate lives here.
 //!
-//! [`wait_for_termination`] blocks until SIGTERM or SIGINT, so `serve` stops gracefully
+//! [`catch_termination`] and [`Termination::wait`] block until SIGTERM or SIGINT, so `serve` stops gracefully
 //! (open jobs fail with a message, waiting clients get their answer, exec commands are
 //! killed, the TLS CA file is removed). It is the classic self-pipe: the handler
 //! (async-signal-safe) writes one byte to a pipe, and the main thread blocks reading it.
@@ -35,8 +35,15 @@ extern "C" fn on_signal(_signal: libc::c_int) {
     }
 }
 
-/// Blocks until the process receives SIGTERM or SIGINT.
-pub fn wait_for_termination() -> std::io::Result<()> {
+/// SIGTERM and SIGINT, caught from [`catch_termination`] on; [`Termination::wait`] blocks
+/// until one arrives (at once if one already did).
+pub struct Termination {
+    wake: File,
+}
+
+/// Installs the SIGTERM and SIGINT handlers. `serve` calls it before it announces its address:
+/// a supervisor may signal as soon as it read that line, and the stop must still be graceful.
+pub fn catch_termination() -> std::io::Result<Termination> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: pipe(2) fills the two-element array we pass.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
@@ -51,14 +58,21 @@ pub fn wait_for_termination() -> std::io::Result<()> {
         }
     }
     // SAFETY: fds[0] is a fresh descriptor from pipe(2) that nothing else owns.
-    let mut wake = unsafe { File::from_raw_fd(fds[0]) };
-    let mut byte = [0u8; 1];
-    loop {
-        match wake.read(&mut byte) {
-            Ok(1..) => return Ok(()),
-            Ok(0) => return Err(std::io::Error::other("signal pipe closed")),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+    let wake = unsafe { File::from_raw_fd(fds[0]) };
+    Ok(Termination { wake })
+}
+
+impl Termination {
+    /// Blocks until the process received SIGTERM or SIGINT.
+    pub fn wait(mut self) -> std::io::Result<()> {
+        let mut byte = [0u8; 1];
+        loop {
+            match self.wake.read(&mut byte) {
+                Ok(1..) => return Ok(()),
+                Ok(0) => return Err(std::io::Error::other("signal pipe closed")),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
         }
     }
 }

@@ -1343,3 +1343,31 @@ fn execute_of_a_streamed_result_that_breaks_off_exits_3_and_prints_nothing() {
         "{err:?}"
     );
 }
+
+/// A supervisor may signal as soon as it read the address line: the stop is still graceful
+/// (the handler is installed before the line is printed), every start-up line is logged, and
+/// the exit status is 0, not death by SIGTERM. The signal goes the instant the line's newline
+/// is read (`kill(2)`, no `kill` process), 20 times.
+#[test]
+fn sigterm_right_after_the_address_line_stops_gracefully() {
+    for _ in 0..20 {
+        let mut child = command(&["serve", "--port", "0"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn serve");
+        let mut stdout = child.stdout.take().unwrap();
+        let mut byte = [0u8; 1];
+        while stdout.read(&mut byte).expect("read stdout") == 1 && byte[0] != b'\n' {}
+        let pid = libc::pid_t::try_from(child.id()).unwrap();
+        // SAFETY: kill(2) on our own child's pid, which is not yet reaped.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let out = child.wait_with_output().expect("serve exits");
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{:?}; log: {log}", out.status);
+        assert!(log.contains("try it: curl"), "{log}");
+        assert!(log.contains("stopping: failing open jobs"), "{log}");
+    }
+}
