@@ -49,6 +49,13 @@ pub fn catch_termination() -> std::io::Result<Termination> {
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    // Close-on-exec: an exec runtime's command must not inherit the pipe.
+    for fd in fds {
+        // SAFETY: fcntl(2) on a descriptor pipe(2) just gave us.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
     WAKE_FD.store(fds[1], Ordering::Relaxed);
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
     for signal in [libc::SIGTERM, libc::SIGINT] {

@@ -377,7 +377,8 @@ impl Inner {
         limits: &Limits,
     ) -> Option<Dispatched> {
         let job = self.jobs.get_mut(id)?;
-        if job.view.state != JobState::Queued {
+        // A queued job always has its open part; checked before anything changes.
+        if job.view.state != JobState::Queued || job.open.is_none() {
             return None;
         }
         start_running(job, &mut self.ledger, limits);

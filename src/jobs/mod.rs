@@ -31,8 +31,10 @@ pub use waits::{Abandon, NeverAbandon, WaitOutcome, Watch};
 /// Ids the emulator mints are kept as their 16 bytes and formatted on output: no allocation
 /// per job. The first 8 bytes are random; the last 8 are the job's submission number (`seq`)
 /// masked with a random key of its table ([`JobId::mint`]), so the table finds a job by id
-/// through its seq-ordered map alone, with no second index, and ids neither repeat nor reveal
-/// how many jobs came before. An id a client sends that is not of that form is kept as text;
+/// through its seq-ordered map alone, with no second index, and ids never repeat. The mask
+/// only keeps ids from looking like a counter; it is no secret (whoever sees two ids can
+/// tell how many jobs lie between them), and ids are no credential: every route checks the
+/// caller's token. An id a client sends that is not of that form is kept as text;
 /// it can only ever be "not found".
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobId(Repr);

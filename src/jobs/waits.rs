@@ -76,7 +76,7 @@ impl Abandon for NeverAbandon {
     fn clear(&self) {}
 }
 
-/// The watch slot of one job, shared by the job (`Job::watch_slot`) and every `Watch` on it:
+/// The watch slot of one job, shared by the job (`Open::watch_slot`) and every `Watch` on it:
 /// its waiters sleep on `wake` with the table lock, and `turn_terminal` leaves the terminal
 /// snapshot in `done` first, so a waiter gets its answer even if the job is evicted before
 /// it runs again.
