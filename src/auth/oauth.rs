@@ -1,14 +1,14 @@
 //! The OAuth2 authorization server (RFC 6749, PKCE RFC 7636, revocation RFC 7009): the logic
 //! behind `/multipass/api/oauth2/{authorize,token,revoke_token}`, free of HTTP.
 //!
-//! Client authentication is HTTP Basic (`client_secret_basic`: base64 of the form-encoded id
-//! and secret, RFC 6749 §2.3.1) or body fields (`client_secret_post`), never both. In
-//! permissive mode any client id is accepted with any secret and may use every grant.
-//!
 //! Long (about 730 lines) because it is the whole authorization server in one place: three
 //! grants, client authentication, PKCE, the authorize step and its redirects, each with the
 //! refusal RFC 6749 names for it; they share `Caller` and the answer builders, and splitting
 //! them would only move those across files.
+//!
+//! Client authentication is HTTP Basic (`client_secret_basic`: base64 of the form-encoded id
+//! and secret, RFC 6749 §2.3.1) or body fields (`client_secret_post`), never both. In
+//! permissive mode any client id is accepted with any secret and may use every grant.
 
 use std::sync::Arc;
 use std::time::Duration;
