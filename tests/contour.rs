@@ -16,7 +16,7 @@ const BASIC: &str = "ri.foundry.main.deployed-app.basic";
 /// The timing object of running/succeeded statuses, from the job's recorded times.
 fn timing(server: &TestServer, id: &str) -> Value {
     let job = server.job(id);
-    let dispatched = job.dispatched_at.expect("dispatched");
+    let dispatched = job.dispatched_at().expect("dispatched");
     json!({"type": "queuedJob", "queuedJob": {
         "multiplexerSubmitTimeMillis": job.submitted_at,
         "queueSubmitTimeMillis": job.submitted_at,
@@ -369,8 +369,8 @@ fn deployed_apps_resolve_by_branch_and_skip_inactive_bindings() {
         let id = resp.json()["id"].as_str().unwrap().to_string();
         let job = server.job(&id);
         (
-            job.runtime_id.to_string(),
-            job.branch.as_deref().map(str::to_string),
+            job.runtime_id().to_string(),
+            job.branch().map(str::to_string),
         )
     };
     assert_eq!(
@@ -423,10 +423,10 @@ fn deployed_apps_resolve_by_branch_and_skip_inactive_bindings() {
     // The seeded runtimes work with their fixed tokens; dev's first job is the "dev" one.
     let dev = server.seeded_runtime("rt-dev", "seed-dev-token");
     let id = dev.next_job_id();
-    assert_eq!(server.job(&id).branch.as_deref(), Some("dev"));
+    assert_eq!(server.job(&id).branch(), Some("dev"));
     let master = server.seeded_runtime("rt-master", "seed-master-token");
     let id = master.next_job_id();
-    assert_eq!(server.job(&id).branch.as_deref(), Some("master"));
+    assert_eq!(server.job(&id).branch(), Some("master"));
 }
 
 #[test]

@@ -82,7 +82,7 @@ fn runtime_ids_are_escaped_in_uris_and_the_uris_work() {
     let id = server.app().submit_id(RID, "f", json!({}));
     assert_eq!(rt.next_job_id(), id);
     rt.complete(&id, b"ok");
-    assert_eq!(server.job(&id).runtime_id.as_ref(), "my runtime");
+    assert_eq!(server.job(&id).runtime_id(), "my runtime");
 }
 
 #[test]
@@ -663,8 +663,8 @@ fn inspection_shows_the_whole_job_record_and_never_the_token() {
             "source": "contour-async",
             "status": status,
             "submitted_at": job.submitted_at,
-            "dispatched_at": job.dispatched_at,
-            "finished_at": job.finished_at,
+            "dispatched_at": job.dispatched_at(),
+            "finished_at": job.finished_at(),
             "error_message": null,
             "result_content_type": null,
             "result_body_utf8": null,
@@ -710,7 +710,7 @@ fn inspection_shows_the_whole_job_record_and_never_the_token() {
         }),
     );
     let job = server.job(&id);
-    assert!(job.dispatched_at.is_some() && job.finished_at.is_some());
+    assert!(job.dispatched_at().is_some() && job.finished_at().is_some());
 
     assert_error(
         &send(
@@ -769,7 +769,7 @@ fn runtimes_never_see_each_others_jobs() {
         assert_eq!(a.next_job_id(), *id);
     }
     a.poll().expect_status(204);
-    assert_eq!(server.job(&for_b).runtime_id.as_ref(), "rt-b");
+    assert_eq!(server.job(&for_b).runtime_id(), "rt-b");
 }
 
 #[test]

@@ -60,7 +60,7 @@ fn runtime_direct_jobs_over_http_reach_a_builtin_runtime_and_read_through_contou
     assert_octets(&app.result_by_id(&id), br#"{"n":1}"#);
     let job = server.job(&id);
     assert_eq!(job.source, JobSource::RuntimeDirect);
-    assert_eq!(job.deployed_app_rid, None);
+    assert_eq!(job.deployed_app_rid(), None);
 }
 
 #[test]
@@ -245,10 +245,7 @@ fn each_fault_kind_does_what_it_says() {
         app.status_json(&id),
         json!({"type": "failed", "failed": {"message": "boom"}})
     );
-    assert_eq!(
-        server.job(&id).fault.as_deref(),
-        Some("fault rule 0: failed")
-    );
+    assert_eq!(server.job(&id).fault(), Some("fault rule 0: failed"));
 
     // reject: 503 with Retry-After, nothing created.
     put_faults(
@@ -288,7 +285,7 @@ fn each_fault_kind_does_what_it_says() {
     .expect_status(200);
     let delayed = app.submit_id(BASIC, "q", json!({}));
     assert_eq!(
-        server.job(&delayed).fault.as_deref(),
+        server.job(&delayed).fault(),
         Some("fault rule 0: delayed 1500 ms")
     );
     put_faults(&server, json!([])).expect_status(200);

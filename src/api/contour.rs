@@ -74,13 +74,13 @@ pub fn execute_and_wait(state: &State, req: &Req, request: EnqueueRequest) -> Re
         waited.as_micros()
     );
     match outcome {
-        WaitOutcome::Finished(view) => match (view.state, view.result) {
+        WaitOutcome::Finished(view) => match (view.state, &view.result) {
             (JobState::Succeeded, Some(bytes)) => {
                 state.table.keep_preview(&job);
-                Ok(Reply::octets(bytes))
+                Ok(Reply::octets(bytes.clone()))
             }
             _ => {
-                let message = view.error_message.as_deref();
+                let message = view.error_message();
                 let message = message.unwrap_or(crate::jobs::DEFAULT_FAILURE);
                 Err(Error::JobFailed(message.to_string()))
             }
@@ -158,7 +158,7 @@ pub fn result_get(state: &State, req: Req, job_id: &str) -> Result<Reply, Error>
 
 fn result_of(state: &State, id: JobId) -> Result<Reply, Error> {
     let job = state.table.job(&id)?;
-    if job.result_preview_of.is_some() {
+    if job.result_preview_of().is_some() {
         return Err(Error::NotFound(format!(
             "The result of compute-module job '{id}' was answered to its sync execute and is not \
              kept (inspection shows its first {RESULT_PREVIEW} bytes)."

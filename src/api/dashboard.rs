@@ -210,10 +210,10 @@ fn jobs_section(body: &mut String, jobs: &[JobView]) {
             percent_encode(&id),
             escape(&id),
             job.source.as_str(),
-            escape(job.deployed_app_rid.as_deref().unwrap_or("")),
-            escape(job.branch.as_deref().unwrap_or("")),
-            escape(&job.runtime_id),
-            escape(&job.query_type),
+            escape(job.deployed_app_rid().unwrap_or("")),
+            escape(job.branch().unwrap_or("")),
+            escape(job.runtime_id()),
+            escape(job.query_type()),
             when(Some(job.submitted_at)),
             ms(&summary["queued_ms"]),
             ms(&summary["running_ms"]),
@@ -221,7 +221,7 @@ fn jobs_section(body: &mut String, jobs: &[JobView]) {
             summary["result_bytes"]
                 .as_u64()
                 .map_or_else(String::new, |n| format!("{n} B")),
-            escape(job.error_message.as_deref().unwrap_or("")),
+            escape(job.error_message().unwrap_or("")),
             state = job.state.as_str(),
         );
     }
@@ -247,23 +247,20 @@ pub fn job_page(state: &State, req: Req, job_id: &str) -> Result<Reply, Error> {
         format!("<span id=status class={0}>{0}</span>", job.state.as_str()),
     );
     row("source", job.source.as_str().to_string());
-    row(
-        "deployed app",
-        escape(job.deployed_app_rid.as_deref().unwrap_or("")),
-    );
-    row("branch", escape(job.branch.as_deref().unwrap_or("")));
-    row("runtime", escape(&job.runtime_id));
-    row("query type", escape(&job.query_type));
+    row("deployed app", escape(job.deployed_app_rid().unwrap_or("")));
+    row("branch", escape(job.branch().unwrap_or("")));
+    row("runtime", escape(job.runtime_id()));
+    row("query type", escape(job.query_type()));
     row("submitted", when(Some(job.submitted_at)));
-    row("dispatched", when(job.dispatched_at));
-    row("finished", when(job.finished_at));
+    row("dispatched", when(job.dispatched_at()));
+    row("finished", when(job.finished_at()));
     row("queued for", ms(&summary["queued_ms"]));
     row("ran for", ms(&summary["running_ms"]));
     row(
         "failure",
         format!(
             "<span id=failure>{}</span>",
-            escape(job.error_message.as_deref().unwrap_or(""))
+            escape(job.error_message().unwrap_or(""))
         ),
     );
     body.push_str("</table>");
@@ -279,16 +276,13 @@ pub fn job_page(state: &State, req: Req, job_id: &str) -> Result<Reply, Error> {
     match &job.result {
         None => body.push_str("<h2>Result</h2><p id=result>none yet</p>"),
         Some(bytes) => {
-            let size = job.result_preview_of.map_or(bytes.len() as u64, u64::from);
-            let preview = if job.result_preview_of.is_some() {
+            let size = job.result_preview_of().unwrap_or(bytes.len() as u64);
+            let preview = if job.result_preview_of().is_some() {
                 " (answered to its sync execute; only its start is kept)"
             } else {
                 ""
             };
-            let content_type = job
-                .result_content_type
-                .as_deref()
-                .unwrap_or("no content type");
+            let content_type = job.result_content_type().unwrap_or("no content type");
             let _ = write!(
                 body,
                 "<h2>Result ({size} bytes, {}){preview}</h2>{}",

@@ -254,10 +254,7 @@ pub(crate) fn status(job: &JobView) -> Status<'_> {
         },
         JobState::Failed => Status::Failed {
             failed: Failure {
-                message: job
-                    .error_message
-                    .as_deref()
-                    .unwrap_or(crate::jobs::DEFAULT_FAILURE),
+                message: job.error_message().unwrap_or(crate::jobs::DEFAULT_FAILURE),
             },
         },
     }
@@ -266,8 +263,8 @@ pub(crate) fn status(job: &JobView) -> Status<'_> {
 fn progress(job: &JobView) -> Progress {
     // A result may arrive for a job never polled; it was then "dispatched" when it finished.
     let dispatched = job
-        .dispatched_at
-        .or(job.finished_at)
+        .dispatched_at()
+        .or(job.finished_at())
         .unwrap_or(job.submitted_at);
     Progress {
         metadata: None,
@@ -510,25 +507,25 @@ pub(crate) fn job_json(job: &JobView) -> Value {
     };
     json!({
         "id": job.id.to_string(),
-        "runtime_id": &*job.runtime_id,
-        "deployed_app_rid": job.deployed_app_rid.as_deref(),
-        "branch": job.branch.as_deref(),
-        "query_type": &*job.query_type,
+        "runtime_id": job.runtime_id(),
+        "deployed_app_rid": job.deployed_app_rid(),
+        "branch": job.branch(),
+        "query_type": job.query_type(),
         "query": masked_query(&job.query),
         "source": job.source.as_str(),
         "status": job.state.as_str(),
         "submitted_at": job.submitted_at,
-        "dispatched_at": job.dispatched_at,
-        "finished_at": job.finished_at,
-        "error_message": job.error_message,
-        "result_content_type": job.result_content_type.as_deref(),
+        "dispatched_at": job.dispatched_at(),
+        "finished_at": job.finished_at(),
+        "error_message": job.error_message(),
+        "result_content_type": job.result_content_type(),
         "result_body_utf8": utf8,
         "result_body_base64": base64,
         // A sync execute's delivered result is kept only as a preview.
-        "result_size": job.result_preview_of.map(u64::from).or(job.result.as_ref().map(|r| r.len() as u64)),
-        "result_is_preview": job.result_preview_of.is_some(),
-        "fault": job.fault.as_deref(),
-        "canceled_by": job.canceled.as_deref().map(|c| json!({
+        "result_size": job.result_size(),
+        "result_is_preview": job.result_preview_of().is_some(),
+        "fault": job.fault(),
+        "canceled_by": job.canceled().map(|c| json!({
             "route": c.by,
             "user_id": EMULATOR_USER_ID,
             "was": c.was.as_str(),

@@ -46,8 +46,8 @@ impl JobTable {
             Effect::Fail { rule, .. } => Some(rule.clone()),
             Effect::Drop(note) | Effect::Delay(_, note) => Some(note.clone()),
         };
-        if let Some(job) = inner.jobs.get_mut(id) {
-            job.view.fault = note.map(Arc::from);
+        if let (Some(job), Some(note)) = (inner.jobs.get_mut(id), note) {
+            job.view.notes_mut().fault = Some(Arc::from(note));
         }
         match effect {
             // Already handed over (`Runtime::hand_over`).
@@ -120,7 +120,7 @@ impl Inner {
         if let Some(sender) = self
             .registry
             .runtimes
-            .get(&job.view.runtime_id)
+            .get(job.view.runtime_id())
             .and_then(|rt| rt.sender())
         {
             let _ = sender.send(id.clone());

@@ -68,10 +68,10 @@ impl JobFilter {
         let eq = |want: &Option<String>, got: Option<&str>| {
             want.as_deref().is_none_or(|w| Some(w) == got)
         };
-        eq(&self.runtime, Some(&job.runtime_id))
-            && eq(&self.app, job.deployed_app_rid.as_deref())
-            && eq(&self.branch, job.branch.as_deref())
-            && eq(&self.query_type, Some(&job.query_type))
+        eq(&self.runtime, Some(job.runtime_id()))
+            && eq(&self.app, job.deployed_app_rid())
+            && eq(&self.branch, job.branch())
+            && eq(&self.query_type, Some(job.query_type()))
             && self.status.is_none_or(|s| s == job.state)
             && self.source.is_none_or(|s| s == job.source)
     }
@@ -108,7 +108,7 @@ impl JobTable {
         let inner = self.lock();
         // The job first: an unknown one costs a look-up, not a copy of the runtime.
         let job = match inner.jobs.get(job_id) {
-            Some(job) if &*job.view.runtime_id == runtime_id => job.view.clone(),
+            Some(job) if job.view.runtime_id() == runtime_id => job.view.clone(),
             _ if !inner.registry.runtimes.contains_key(runtime_id) => {
                 return Err(Error::runtime_not_found(runtime_id))
             }
@@ -155,7 +155,7 @@ impl JobTable {
         let inner = self.lock();
         Totals {
             counts: inner.ledger.counts.clone(),
-            retained_jobs: inner.ledger.finished.len(),
+            retained_jobs: inner.ledger.finished_len(),
             held_bytes: inner.ledger.held_bytes(),
         }
     }

@@ -17,13 +17,14 @@ use std::time::Instant;
 
 use crate::error::Error;
 use crate::jobs::faults::Effect;
-use crate::jobs::retention::{retained_bytes, Ledger};
+use crate::jobs::retention::{retained_bytes, share_labels, Ledger};
 use crate::jobs::sessions::Resolved;
 use crate::jobs::stream::StreamEnd;
 use crate::jobs::table::{Inner, Job, Limits, Open};
 use crate::jobs::waits::WatchSlot;
 use crate::jobs::{
-    now_millis, Cancellation, JobId, JobSource, JobState, JobTable, JobView, DEFAULT_FAILURE,
+    now_millis, stamp_now, Cancellation, JobId, JobLabels, JobSource, JobState, JobTable, JobView,
+    DEFAULT_FAILURE,
 };
 use crate::runtimes::Registry;
 
@@ -147,25 +148,28 @@ impl JobTable {
             .created
             .entry(req.source.as_str())
             .or_default() += 1;
+        let query_type = inner.intern(&req.query_type);
         let view = JobView {
             id: id.clone(),
             seq,
-            runtime_id,
-            deployed_app_rid: rid,
-            branch,
-            query_type: inner.intern(&req.query_type),
+            labels: share_labels(
+                &mut inner.labels,
+                JobLabels {
+                    runtime_id,
+                    deployed_app_rid: rid,
+                    branch,
+                    query_type,
+                    result_content_type: None,
+                },
+            ),
             query: req.query,
             source: req.source,
             state: JobState::Queued,
             submitted_at: now_millis(),
-            dispatched_at: None,
-            finished_at: None,
-            error_message: None,
+            dispatched: None,
+            finished: None,
             result: None,
-            result_preview_of: None,
-            result_content_type: None,
-            fault: None,
-            canceled: None,
+            notes: None,
         };
         inner.ledger.open_bytes += query_bytes;
         let mut job = Box::new(Job {
@@ -235,11 +239,11 @@ impl JobTable {
             return;
         }
         job.view.state = JobState::Queued;
-        job.view.dispatched_at = None;
+        job.view.dispatched = None;
         if let Some(deadline) = open.run_deadline.take() {
             inner.ledger.running.remove(&(deadline, job.view.seq));
         }
-        if let Some(runtime) = inner.registry.runtimes.get_mut(&job.view.runtime_id) {
+        if let Some(runtime) = inner.registry.runtimes.get_mut(job.view.runtime_id()) {
             runtime.queued += 1;
             runtime.running -= 1;
             log::debug!("job {id} was not delivered; back at the head of its queue");
@@ -267,10 +271,10 @@ impl JobTable {
         inner.authorized(runtime_id, token)?;
         let content_type = content_type.map(|ct| inner.intern(&ct));
         let job = match inner.jobs.get_mut(job_id) {
-            Some(job) if &*job.view.runtime_id == runtime_id => job,
+            Some(job) if job.view.runtime_id() == runtime_id => job,
             _ => return Err(inner.missing(job_id)),
         };
-        if job.view.canceled.is_some() {
+        if job.view.canceled().is_some() {
             return Err(Error::result_after_cancel(job_id));
         }
         if job.view.state.is_terminal() {
@@ -296,7 +300,13 @@ impl JobTable {
             return Err(Error::PayloadTooLarge(message));
         }
         job.view.result = Some(result);
-        job.view.result_content_type = content_type;
+        if content_type.is_some() {
+            let labels = JobLabels {
+                result_content_type: content_type,
+                ..JobLabels::clone(&job.view.labels)
+            };
+            job.view.labels = share_labels(&mut inner.labels, labels);
+        }
         turn_terminal(
             job,
             JobState::Succeeded,
@@ -320,7 +330,7 @@ impl JobTable {
         let inner = &mut *guard;
         inner.authorized(runtime_id, token)?;
         match inner.jobs.get_mut(job_id) {
-            Some(job) if &*job.view.runtime_id == runtime_id => {
+            Some(job) if job.view.runtime_id() == runtime_id => {
                 if job.view.state.is_terminal() {
                     return Err(Error::result_conflict(job_id));
                 }
@@ -352,10 +362,8 @@ impl JobTable {
         if job.view.state.is_terminal() {
             return Err(Error::cancel_conflict(id, job.view.state.as_str()));
         }
-        job.view.canceled = Some(Box::new(Cancellation {
-            by,
-            was: job.view.state,
-        }));
+        let was = job.view.state;
+        job.view.notes_mut().canceled = Some(Cancellation { by, was });
         turn_terminal(
             job,
             JobState::Failed,
@@ -384,13 +392,13 @@ impl Inner {
         start_running(job, &mut self.ledger, limits);
         let open = job.open.as_deref_mut()?;
         open.delivering = taker == Taker::Module;
-        if let Some(runtime) = self.registry.runtimes.get_mut(&job.view.runtime_id) {
+        if let Some(runtime) = self.registry.runtimes.get_mut(job.view.runtime_id()) {
             runtime.queued -= 1;
             runtime.running += 1;
         }
         Some(Dispatched {
             job_id: id.clone(),
-            query_type: job.view.query_type.clone(),
+            query_type: job.view.labels.query_type.clone(),
             query: job.view.query.clone(),
             auth_header: open.auth_header.clone(),
         })
@@ -411,7 +419,7 @@ pub fn canceled_message(id: &JobId) -> String {
 /// A queued job turns `running`: stamped, and entered in the runtime-limit ledger.
 pub(super) fn start_running(job: &mut Job, ledger: &mut Ledger, limits: &Limits) {
     job.view.state = JobState::Running;
-    job.view.dispatched_at = Some(now_millis());
+    job.view.dispatched = Some(stamp_now());
     // A limit too large for an Instant means "never": no entry.
     let deadline = Instant::now().checked_add(limits.max_job_runtime);
     if let (Some(deadline), Some(open)) = (deadline, job.open.as_deref_mut()) {
@@ -434,7 +442,7 @@ pub(super) fn turn_terminal(
     ledger.open_bytes = ledger
         .open_bytes
         .saturating_sub(job.view.query.len() as u64);
-    if let Some(runtime) = registry.runtimes.get_mut(&job.view.runtime_id) {
+    if let Some(runtime) = registry.runtimes.get_mut(job.view.runtime_id()) {
         match job.view.state {
             JobState::Queued => runtime.queued = runtime.queued.saturating_sub(1),
             JobState::Running => runtime.running = runtime.running.saturating_sub(1),
@@ -445,15 +453,15 @@ pub(super) fn turn_terminal(
     // with it.
     let open = job.open.take().map(|open| *open).unwrap_or_default();
     job.view.state = state;
-    job.view.finished_at = Some(now_millis());
+    job.view.finished = Some(stamp_now());
     if state == JobState::Failed {
         let message = message.unwrap_or_else(|| DEFAULT_FAILURE.to_string());
-        job.view.error_message = Some(message.into_boxed_str());
+        job.view.notes_mut().error_message = Some(message.into_boxed_str());
     }
     if let Some(deadline) = open.run_deadline {
         ledger.running.remove(&(deadline, job.view.seq));
     }
-    ledger.finished.push_back((job.view.seq, Instant::now()));
+    ledger.push_finished(job.view.seq, Instant::now());
     ledger.finished_bytes += retained_bytes(&job.view);
     *ledger
         .counts

@@ -149,36 +149,125 @@ pub const DEFAULT_FAILURE: &str = "Compute module job failed.";
 
 /// A snapshot of one job, copied out of the table so no lock is held while it is used.
 ///
-/// Large fields are `Arc`s, so taking a snapshot never copies a query or a result.
+/// Large fields are `Arc`s, so taking a snapshot never copies a query or a result. The table
+/// keeps up to 100,000 finished jobs (`--max-retained-jobs`), so the record is kept small (a
+/// unit test holds its size): the strings every job of a route repeats are one shared
+/// [`JobLabels`], timestamps use their zero niche, and what few jobs have sits in a box
+/// ([`JobNotes`]). Read those through the accessor methods.
 #[derive(Debug, Clone)]
 pub struct JobView {
     pub id: JobId,
     /// Submission order (1, 2, …): the listing's order and cursor.
     pub seq: u64,
-    pub runtime_id: Arc<str>,
-    pub deployed_app_rid: Option<Arc<str>>,
-    pub branch: Option<Arc<str>>,
-    pub query_type: Arc<str>,
+    /// Interned: jobs of one runtime, app, branch, query type and result content type
+    /// share one.
+    pub(crate) labels: Arc<JobLabels>,
     /// The query as JSON text, exactly as the application sent it.
     pub query: Arc<str>,
     pub source: JobSource,
     pub state: JobState,
     /// Epoch milliseconds.
     pub submitted_at: u64,
-    pub dispatched_at: Option<u64>,
-    pub finished_at: Option<u64>,
-    pub error_message: Option<Box<str>>,
+    /// Epoch milliseconds (never 0, so `None` costs nothing).
+    pub(crate) dispatched: Option<NonZeroU64>,
+    pub(crate) finished: Option<NonZeroU64>,
     pub result: Option<Arc<[u8]>>,
+    /// `None` for most jobs: a succeeded job without a fault or a preview.
+    pub(crate) notes: Option<Box<JobNotes>>,
+}
+
+/// Where a job went, what it asked and what its result's type was: the same few strings for
+/// every job of a route and query type, so the table shares one copy between them (interned,
+/// bounded; a job's labels are replaced when its result arrives).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JobLabels {
+    pub runtime_id: Arc<str>,
+    /// `None` for a runtime-direct job.
+    pub deployed_app_rid: Option<Arc<str>>,
+    pub branch: Option<Arc<str>>,
+    pub query_type: Arc<str>,
+    /// The `Content-Type` the runtime posted its result with, if it gave one.
+    pub result_content_type: Option<Arc<str>>,
+}
+
+/// What only some jobs carry, boxed apart from the record.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct JobNotes {
+    /// Set when the job failed.
+    pub(crate) error_message: Option<Box<str>>,
+    /// Which fault rule hit this job and what it did, if one did.
+    pub(crate) fault: Option<Arc<str>>,
+    /// Set when an application canceled the job (it is then `failed`).
+    pub(crate) canceled: Option<Cancellation>,
     /// `Some(size)` once a sync execute delivered the result: `result` then keeps only its
     /// first [`RESULT_PREVIEW`] bytes, for inspection, of a result of `size` bytes.
-    pub result_preview_of: Option<NonZeroU64>,
-    /// Shared between jobs (interned): a handful of distinct values.
-    pub result_content_type: Option<Arc<str>>,
+    pub(crate) result_preview_of: Option<NonZeroU64>,
+}
+
+impl JobView {
+    pub fn runtime_id(&self) -> &str {
+        &self.labels.runtime_id
+    }
+
+    /// `None` for a runtime-direct job.
+    pub fn deployed_app_rid(&self) -> Option<&str> {
+        self.labels.deployed_app_rid.as_deref()
+    }
+
+    pub fn branch(&self) -> Option<&str> {
+        self.labels.branch.as_deref()
+    }
+
+    pub fn query_type(&self) -> &str {
+        &self.labels.query_type
+    }
+
+    /// The `Content-Type` the runtime posted the result with, if it gave one.
+    pub fn result_content_type(&self) -> Option<&str> {
+        self.labels.result_content_type.as_deref()
+    }
+
+    /// When a runtime took it (epoch milliseconds).
+    pub fn dispatched_at(&self) -> Option<u64> {
+        self.dispatched.map(NonZeroU64::get)
+    }
+
+    /// When it turned terminal (epoch milliseconds).
+    pub fn finished_at(&self) -> Option<u64> {
+        self.finished.map(NonZeroU64::get)
+    }
+
+    /// Why it failed; `None` unless it is `failed`.
+    pub fn error_message(&self) -> Option<&str> {
+        self.notes.as_ref()?.error_message.as_deref()
+    }
+
     /// Which fault rule hit this job and what it did, if one did.
-    pub fault: Option<Arc<str>>,
-    /// Set when an application canceled the job (it is then `failed`).
-    /// Boxed: rare, and every retained job carries the field.
-    pub canceled: Option<Box<Cancellation>>,
+    pub fn fault(&self) -> Option<&str> {
+        self.notes.as_ref()?.fault.as_deref()
+    }
+
+    /// Who canceled it, if an application did (it is then `failed`).
+    pub fn canceled(&self) -> Option<Cancellation> {
+        self.notes.as_ref()?.canceled
+    }
+
+    /// `Some(size)` once a sync execute delivered the result: [`JobView::result`] then holds
+    /// only its first [`RESULT_PREVIEW`] bytes of a result of `size` bytes.
+    pub fn result_preview_of(&self) -> Option<u64> {
+        self.notes.as_ref()?.result_preview_of.map(NonZeroU64::get)
+    }
+
+    /// The result's full size, whether the job keeps all of it or a preview.
+    pub fn result_size(&self) -> Option<u64> {
+        self.result_preview_of()
+            .or(self.result.as_ref().map(|r| r.len() as u64))
+    }
+
+    /// The notes, created empty if the job had none (the table sets them).
+    pub(crate) fn notes_mut(&mut self) -> &mut JobNotes {
+        self.notes.get_or_insert_with(Box::default)
+    }
 }
 
 /// Who canceled a job, and what it was doing then; shown in inspection.
@@ -192,6 +281,11 @@ pub struct Cancellation {
 
 /// How much of a result a job keeps once a sync execute delivered it.
 pub const RESULT_PREVIEW: usize = 4096;
+
+/// Now as a job's timestamp: never 0 (a clock before 1970 reads as 1 ms after it).
+pub(crate) fn stamp_now() -> NonZeroU64 {
+    NonZeroU64::new(now_millis()).unwrap_or(NonZeroU64::MIN)
+}
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp the API shows.
 pub fn now_millis() -> u64 {

@@ -1,26 +1,28 @@
 //! What the table keeps and for how long: the ledger of finished and running jobs, eviction
 //! (count, the byte budget, `--job-ttl`), the janitor's sweep (which also fails jobs past
 //! `--max-job-runtime`), the memory of expired ids for their 404, and the interning of the
-//! short strings every job repeats.
+//! short strings every job repeats (query and content types, and each job's labels).
 //!
 //! **Invariant:** `sweep` and `keep_preview` take the table lock once each; `evict`, `missing`
 //! and `intern` run under their caller's hold. `Ledger::finished` holds the terminal jobs in
-//! the order they finished and `Ledger::running` the running jobs by deadline, so expiry never
-//! scans the table; `finished_bytes` counts the query and result bytes of the jobs in
-//! `finished`, `open_bytes` the query bytes of the queued and running ones. All of it changes
-//! only under the table lock, and agrees with the job map whenever the lock is released. Every
+//! the order they finished (`finish_marks` their finish times, run-length coded; its counts
+//! add up to `finished`'s length) and `Ledger::running` the running jobs by deadline, so
+//! expiry never scans the table; `finished_bytes` counts the query and result bytes of the
+//! jobs in `finished`, `open_bytes` the query bytes of the queued and running ones. All of it
+//! changes only under the table lock, and agrees with the job map whenever the lock is
+//! released. Every
 //! bound here (`REMEMBERED_EXPIRED`, `MAX_NAMES`) is a count, so no client can grow these sets
 //! without limit.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::jobs::inspect::Counts;
 use crate::jobs::lifecycle::turn_terminal;
 use crate::jobs::table::{Inner, Limits};
-use crate::jobs::{JobId, JobState, JobTable, JobView, RESULT_PREVIEW};
+use crate::jobs::{JobId, JobLabels, JobState, JobTable, JobView, RESULT_PREVIEW};
 
 /// Distinct interned query types and content types, and the longest one interned.
 const MAX_NAMES: usize = 4096;
@@ -30,12 +32,18 @@ const MAX_NAME_BYTES: usize = 128;
 /// How many evicted ids are remembered so their 404 can say "expired".
 const REMEMBERED_EXPIRED: usize = 10_000;
 
+/// Jobs that finish within this span of each other share one finish time in the ledger
+/// (the last of theirs), so `--job-ttl` evicts a job at most this late, never early.
+const FINISH_MARK_SPAN: Duration = Duration::from_secs(1);
+
 /// Jobs ordered for the two time limits; both are kept so expiry never scans the table.
 #[derive(Default)]
 pub(super) struct Ledger {
-    /// Terminal jobs (by seq) in the order they finished, with when: eviction pops the
-    /// front, O(1).
-    pub(super) finished: VecDeque<(u64, Instant)>,
+    /// Terminal jobs (by seq) in the order they finished: eviction pops the front, O(1).
+    pub(super) finished: VecDeque<u64>,
+    /// When the jobs of `finished` finished, run-length coded front to back (see
+    /// [`FinishMark`]): 8 bytes per retained job instead of 24 with a time each.
+    pub(super) finish_marks: VecDeque<FinishMark>,
     /// Running jobs (by seq) by runtime deadline; `turn_terminal` removes its entry
     /// (O(log n)), so only jobs still running are here.
     pub(super) running: BTreeSet<(Instant, u64)>,
@@ -48,10 +56,57 @@ pub(super) struct Ledger {
     pub(super) journal: Option<crossbeam_channel::Sender<Box<JobView>>>,
 }
 
+/// The next `count` jobs of `Ledger::finished` finished from `opened` to `last`, a span of
+/// at most [`FINISH_MARK_SPAN`].
+pub(super) struct FinishMark {
+    opened: Instant,
+    last: Instant,
+    count: usize,
+}
+
 impl Ledger {
     /// What the jobs hold against `max_retained_bytes`.
     pub(super) fn held_bytes(&self) -> u64 {
         self.finished_bytes + self.open_bytes
+    }
+
+    /// How many terminal jobs are retained.
+    pub(super) fn finished_len(&self) -> usize {
+        self.finished.len()
+    }
+
+    /// Job `seq` turned terminal at `now` (later than every job before it).
+    pub(super) fn push_finished(&mut self, seq: u64, now: Instant) {
+        self.finished.push_back(seq);
+        match self.finish_marks.back_mut() {
+            Some(mark) if now.saturating_duration_since(mark.opened) < FINISH_MARK_SPAN => {
+                mark.last = mark.last.max(now);
+                mark.count += 1;
+            }
+            _ => self.finish_marks.push_back(FinishMark {
+                opened: now,
+                last: now,
+                count: 1,
+            }),
+        }
+    }
+
+    /// When the oldest retained job finished, or a little later (at most
+    /// [`FINISH_MARK_SPAN`]); `None` if none is retained.
+    fn oldest_finish(&self) -> Option<Instant> {
+        self.finish_marks.front().map(|mark| mark.last)
+    }
+
+    /// Takes the oldest retained job's seq off the ledger.
+    fn pop_finished(&mut self) -> Option<u64> {
+        let seq = self.finished.pop_front()?;
+        if let Some(mark) = self.finish_marks.front_mut() {
+            mark.count -= 1;
+            if mark.count == 0 {
+                self.finish_marks.pop_front();
+            }
+        }
+        Some(seq)
     }
 }
 
@@ -103,12 +158,12 @@ impl JobTable {
         let Some(result) = &job.view.result else {
             return;
         };
-        if job.view.result_preview_of.is_some() || result.len() <= RESULT_PREVIEW {
+        if job.view.result_preview_of().is_some() || result.len() <= RESULT_PREVIEW {
             return;
         }
         let full = result.len();
         job.view.result = Some(Arc::from(&result[..RESULT_PREVIEW]));
-        job.view.result_preview_of = std::num::NonZeroU64::new(full as u64);
+        job.view.notes_mut().result_preview_of = std::num::NonZeroU64::new(full as u64);
         inner.ledger.finished_bytes -= (full - RESULT_PREVIEW) as u64;
     }
 }
@@ -118,17 +173,17 @@ impl Inner {
     /// `job_ttl`, oldest first. The byte budget never evicts the newest finished job: its
     /// result (at most the whole budget, see `complete`) stays readable until another ends.
     pub(super) fn evict(&mut self, limits: &Limits, now: Instant) {
-        while let Some((_, finished_at)) = self.ledger.finished.front() {
-            let over_bytes = self.ledger.held_bytes() > limits.max_retained_bytes
-                && self.ledger.finished.len() > 1;
-            let over = self.ledger.finished.len() > limits.max_retained_jobs || over_bytes;
+        while let Some(finished_at) = self.ledger.oldest_finish() {
+            let retained = self.ledger.finished_len();
+            let over_bytes = self.ledger.held_bytes() > limits.max_retained_bytes && retained > 1;
+            let over = retained > limits.max_retained_jobs || over_bytes;
             let expired = finished_at
                 .checked_add(limits.job_ttl)
                 .is_some_and(|end| end <= now);
             if !over && !expired {
                 break;
             }
-            let Some((seq, _)) = self.ledger.finished.pop_front() else {
+            let Some(seq) = self.ledger.pop_finished() else {
                 break;
             };
             let Some(job) = self.jobs.remove(seq) else {
@@ -174,7 +229,58 @@ impl Inner {
     }
 }
 
+/// The copy of a job's labels in `shared` (`Inner::labels`), as [`Inner::intern`] does for
+/// names; past [`MAX_NAMES`] distinct sets, the job keeps its own. A function of the set
+/// alone, so it can run while a job of the table is borrowed.
+pub(super) fn share_labels(
+    shared: &mut HashSet<Arc<JobLabels>>,
+    labels: JobLabels,
+) -> Arc<JobLabels> {
+    if let Some(found) = shared.get(&labels) {
+        return found.clone();
+    }
+    let fresh = Arc::new(labels);
+    if shared.len() < MAX_NAMES {
+        shared.insert(fresh.clone());
+    }
+    fresh
+}
+
 /// What a finished job costs against `max_retained_bytes`.
 pub(super) fn retained_bytes(view: &JobView) -> u64 {
     (view.query.len() + view.result.as_ref().map_or(0, |r| r.len())) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finish_marks_never_date_a_job_earlier_than_it_finished() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut ledger = Ledger::default();
+        for (seq, ms) in [(1, 0), (2, 500), (3, 1200), (4, 2199), (5, 2200)] {
+            ledger.push_finished(seq, at(ms));
+        }
+        // Marks open at 0, 1200 and 2200 ms: each holds the last finish within its span.
+        let marks: Vec<_> = ledger.finish_marks.iter().map(|m| m.count).collect();
+        assert_eq!(marks, [2, 2, 1]);
+        let mut popped = Vec::new();
+        while let Some(oldest) = ledger.oldest_finish() {
+            popped.push((oldest, ledger.pop_finished().unwrap()));
+        }
+        assert_eq!(
+            popped,
+            [
+                (at(500), 1),
+                (at(500), 2),
+                (at(2199), 3),
+                (at(2199), 4),
+                (at(2200), 5)
+            ]
+        );
+        assert_eq!(ledger.finished_len(), 0);
+        assert!(ledger.pop_finished().is_none());
+    }
 }

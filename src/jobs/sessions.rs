@@ -234,7 +234,7 @@ impl Inner {
         let mut failed = Vec::new();
         for job in self.jobs.values_mut() {
             let open = !job.view.state.is_terminal() && which(job.view.state);
-            if open && &*job.view.runtime_id == runtime_id {
+            if open && job.view.runtime_id() == runtime_id {
                 turn_terminal(
                     job,
                     JobState::Failed,

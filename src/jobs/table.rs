@@ -32,7 +32,7 @@ use crate::jobs::faults::Faults;
 use crate::jobs::lifecycle::turn_terminal;
 use crate::jobs::retention::Ledger;
 use crate::jobs::waits::WatchSlot;
-use crate::jobs::{now_millis, JobId, JobState, JobView};
+use crate::jobs::{now_millis, JobId, JobLabels, JobState, JobView};
 use crate::runtimes::{Binding, Registry};
 
 /// Failure message of jobs still open when the emulator stops.
@@ -113,6 +113,8 @@ pub(super) struct Inner {
     pub(super) ledger: Ledger,
     /// Query types and content types, shared by every job that uses them (bounded).
     pub(super) names: HashSet<Arc<str>>,
+    /// Jobs' labels (runtime, app, branch, query type), shared likewise (bounded).
+    pub(super) labels: HashSet<Arc<JobLabels>>,
     /// The last evicted ids (bounded), for a 404 that says the job expired.
     pub(super) expired: VecDeque<JobId>,
     pub(super) expired_set: HashSet<JobId>,
@@ -151,6 +153,7 @@ impl JobTable {
                 shutting_down: false,
                 ledger: Ledger::default(),
                 names: HashSet::new(),
+                labels: HashSet::new(),
                 expired: VecDeque::new(),
                 expired_set: HashSet::new(),
                 last_seq: 0,

@@ -301,9 +301,9 @@ impl JobTable {
         let inner = &mut *guard;
         inner.authorized(runtime_id, token).ok()?;
         let job = inner.jobs.get(job_id)?;
-        if &*job.view.runtime_id != runtime_id
+        if job.view.runtime_id() != runtime_id
             || job.view.state.is_terminal()
-            || job.view.canceled.is_some()
+            || job.view.canceled().is_some()
         {
             return None;
         }
