@@ -172,66 +172,118 @@ impl JobTable {
 }
 
 /// Every job by submission number (`seq`), the listing's order. An id carries its seq (see
-/// [`JobId::mint`]), so this one map also finds a job by id: no second index to keep in step.
+/// [`JobId::mint`]), so this one list also finds a job by id: no second index to keep in step.
+///
+/// Seqs only grow, so a new job goes at the back and the list stays sorted: a look-up is a
+/// binary search. A removed job leaves a hole that keeps its seq (so the list stays
+/// searchable); holes at the front go at once (eviction is oldest-finished first, mostly the
+/// front), the others when they outnumber half the jobs ([`Jobs::compact`], amortized O(1)
+/// per removal). A slot is 16 bytes, about a third of what a `BTreeMap` entry cost here
+/// (its nodes run half full under this insert-at-the-back, remove-at-the-front use).
 pub(super) struct Jobs {
-    /// Boxed so the tree's nodes stay small; a job is a few hundred bytes.
-    by_seq: BTreeMap<u64, Box<Job>>,
+    slots: VecDeque<Slot>,
+    /// How many slots hold a job.
+    live: usize,
     /// The mask of the seq in this table's ids (random, fixed for the table's life).
     pub(super) id_key: u64,
 }
+
+/// A job (boxed: the list moves slots, and a job is a hundred bytes) or the hole it left.
+type Slot = (u64, Option<Box<Job>>);
+
+/// Holes tolerated before [`Jobs::compact`], beyond half the live jobs.
+const SLACK_HOLES: usize = 64;
 
 impl Jobs {
     fn new() -> Jobs {
         let mut key = [0u8; 8];
         key.copy_from_slice(&crate::ids::random_bytes()[..8]);
         Jobs {
-            by_seq: BTreeMap::new(),
+            slots: VecDeque::new(),
+            live: 0,
             id_key: u64::from_le_bytes(key),
         }
     }
 
+    fn position(&self, seq: u64) -> Option<usize> {
+        self.slots.binary_search_by_key(&seq, |slot| slot.0).ok()
+    }
+
     /// The job with this id, if the table holds it.
     pub(super) fn get(&self, id: &JobId) -> Option<&Job> {
-        let job = self.by_seq.get(&id.seq(self.id_key)?)?;
-        (job.view.id == *id).then_some(&**job)
+        let at = self.position(id.seq(self.id_key)?)?;
+        let job = self.slots[at].1.as_deref()?;
+        (job.view.id == *id).then_some(job)
     }
 
     /// The job with this id, if the table holds it, to change.
     pub(super) fn get_mut(&mut self, id: &JobId) -> Option<&mut Job> {
-        let job = self.by_seq.get_mut(&id.seq(self.id_key)?)?;
-        (job.view.id == *id).then_some(&mut **job)
+        let at = self.position(id.seq(self.id_key)?)?;
+        let job = self.slots[at].1.as_deref_mut()?;
+        (job.view.id == *id).then_some(job)
     }
 
     /// The job numbered `seq` (the ledgers keep jobs by seq), to change.
     pub(super) fn by_seq_mut(&mut self, seq: u64) -> Option<&mut Job> {
-        self.by_seq.get_mut(&seq).map(|job| &mut **job)
+        let at = self.position(seq)?;
+        self.slots[at].1.as_deref_mut()
     }
 
-    /// Adds a job minted by this table (its id carries `job.view.seq`).
+    /// Adds a job minted by this table (its id carries `job.view.seq`), newer than every
+    /// job it holds.
     pub(super) fn insert(&mut self, job: Box<Job>) {
-        debug_assert_eq!(job.view.id.seq(self.id_key), Some(job.view.seq));
-        self.by_seq.insert(job.view.seq, job);
+        let seq = job.view.seq;
+        debug_assert_eq!(job.view.id.seq(self.id_key), Some(seq));
+        debug_assert!(self.slots.back().is_none_or(|last| last.0 < seq));
+        self.slots.push_back((seq, Some(job)));
+        self.live += 1;
     }
 
     pub(super) fn remove(&mut self, seq: u64) -> Option<Box<Job>> {
-        self.by_seq.remove(&seq)
+        let at = self.position(seq)?;
+        let job = self.slots[at].1.take()?;
+        self.live -= 1;
+        while self.slots.front().is_some_and(|slot| slot.1.is_none()) {
+            self.slots.pop_front();
+        }
+        if self.slots.len() - self.live > self.live / 2 + SLACK_HOLES {
+            self.compact();
+        }
+        Some(job)
+    }
+
+    /// Drops every hole: O(slots), run only after more than `live / 2` removals since the
+    /// last time. Gives memory back when the list holds a quarter of what it has room for.
+    fn compact(&mut self) {
+        self.slots.retain(|slot| slot.1.is_some());
+        if self.slots.capacity() > 4 * self.slots.len() {
+            self.slots.shrink_to(2 * self.slots.len());
+        }
     }
 
     /// Jobs with a seq below `before`, newest first.
     pub(super) fn newest_first(&self, before: u64) -> impl Iterator<Item = &Job> {
-        self.by_seq.range(..before).rev().map(|(_, job)| &**job)
+        let end = self.slots.partition_point(|slot| slot.0 < before);
+        self.slots
+            .range(..end)
+            .rev()
+            .filter_map(|slot| slot.1.as_deref())
     }
 
     pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut Job> {
-        self.by_seq.values_mut().map(|job| &mut **job)
+        self.slots
+            .iter_mut()
+            .filter_map(|slot| slot.1.as_deref_mut())
     }
 
     pub(super) fn len(&self) -> usize {
-        self.by_seq.len()
+        self.live
     }
 
+    /// Drops every job, and the list's memory with them.
     pub(super) fn clear(&mut self) {
-        self.by_seq.clear();
+        self.slots = VecDeque::new();
+        self.live = 0;
     }
 }
 

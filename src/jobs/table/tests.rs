@@ -19,14 +19,18 @@ fn table(limits: Limits) -> (JobTable, String) {
     (table, session.token.expose().to_string())
 }
 
-fn enqueue(table: &JobTable) -> Result<JobId, Error> {
-    table.enqueue(EnqueueRequest {
+fn request() -> EnqueueRequest {
+    EnqueueRequest {
         target: Target::Runtime("rt".into()),
         query_type: "q".into(),
         query: "{}".into(),
         source: JobSource::RuntimeDirect,
         auth_header: None,
-    })
+    }
+}
+
+fn enqueue(table: &JobTable) -> Result<JobId, Error> {
+    table.enqueue(request())
 }
 
 /// Enqueues, claims and completes one job.
@@ -554,4 +558,50 @@ fn a_retained_job_record_fits_a_128_byte_allocation() {
         "{}",
         std::mem::size_of::<Job>()
     );
+}
+
+#[test]
+fn the_job_list_stays_small_and_searchable_behind_a_job_that_never_ends() {
+    let (table, token) = table(Limits {
+        max_retained_jobs: 10,
+        ..Limits::default()
+    });
+    table.create_runtime(SessionSpec {
+        runtime_id: "idle".into(),
+        ..SessionSpec::default()
+    });
+    let pinned = table
+        .enqueue(EnqueueRequest {
+            target: Target::Runtime("idle".into()),
+            ..request()
+        })
+        .unwrap();
+    let ids: Vec<JobId> = (0..1000).map(|_| run_one(&table, &token)).collect();
+    {
+        let inner = table.lock();
+        // The pinned job holds the front: every evicted job behind it left a hole, and
+        // compaction keeps the holes under half the jobs (plus the slack).
+        assert_eq!(inner.jobs.len(), 11);
+        assert!(inner.jobs.slots.len() <= 11 + 11 / 2 + SLACK_HOLES + 1);
+        assert!(inner.jobs.slots.capacity() <= 4 * (11 + 11 / 2 + SLACK_HOLES + 1));
+        let listed: Vec<u64> = inner
+            .jobs
+            .newest_first(u64::MAX)
+            .map(|j| j.view.seq)
+            .collect();
+        let mut expected: Vec<u64> = (992..=1001).rev().collect();
+        expected.push(1);
+        assert_eq!(listed, expected);
+    }
+    assert_eq!(table.job(&pinned).unwrap().state, JobState::Queued);
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(table.job(id).is_ok(), n >= 990, "job {n}");
+    }
+    // A job removed from the middle leaves a hole that finds nothing; its neighbours stay.
+    let mut inner = table.lock();
+    let middle = inner.jobs.remove(996).expect("job 996");
+    assert!(inner.jobs.get(&middle.view.id).is_none());
+    assert!(inner.jobs.by_seq_mut(995).is_some() && inner.jobs.by_seq_mut(997).is_some());
+    assert!(inner.jobs.remove(996).is_none());
+    assert_eq!(inner.jobs.len(), 10);
 }
