@@ -52,7 +52,8 @@ pub struct Limits {
     /// are evicted oldest first to stay under it; past it a submit is refused, a result
     /// larger than all of it is refused.
     pub max_retained_bytes: u64,
-    /// How long a terminal job is kept after it finished.
+    /// How long a terminal job is kept after it finished (up to a second more, never less:
+    /// the ledger keeps finish times per second, see `retention::FINISH_MARK_SPAN`).
     pub job_ttl: Duration,
     /// A running job without a result after this fails.
     pub max_job_runtime: Duration,
