@@ -21,7 +21,7 @@
 //! or chunked write, the stop flags. It stays one file so that the deadlines and stop checks
 //! every step shares are read in one place.
 
-use std::io;
+use std::io::{self, Read};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -434,14 +434,13 @@ impl<S: Stream> Conn<S> {
         let mut body = std::mem::take(&mut self.buf);
         body.reserve((n - body.len()).min(PREALLOCATE_MAX as usize));
         while body.len() < n {
-            let len = body.len();
-            let want = (n - len).min(READ_CHUNK.max(body.capacity() - len));
-            body.resize(len + want, 0);
-            let read = self.stream.read(&mut body[len..]);
-            body.truncate(len + *read.as_ref().unwrap_or(&0));
-            match read {
+            // `read_to_end` reads into the spare capacity without zeroing it first; zeroing
+            // it before each read cost a megabyte body about 8 MiB of memset. A read timeout
+            // (a tick) returns with what arrived so far kept in `body`.
+            let want = (n - body.len()) as u64;
+            match (&mut self.stream).take(want).read_to_end(&mut body) {
                 // The client stopped sending (it may still read): say why, then close.
-                Ok(0) => {
+                Ok(_) if body.len() < n => {
                     return Err(Rejection::new(
                         400,
                         "The request body could not be read: the connection closed before the whole body arrived.",
