@@ -11,10 +11,11 @@
 //! jobs in `finished`, `open_bytes` the query bytes of the queued and running ones. All of it
 //! changes only under the table lock, and agrees with the job map whenever the lock is
 //! released. Every
-//! bound here (`REMEMBERED_EXPIRED`, `MAX_NAMES`) is a count, so no client can grow these sets
-//! without limit.
+//! bound here is a count (`REMEMBERED_EXPIRED`, `MAX_NAMES`), and interned strings are short
+//! (`MAX_NAME_BYTES`), so no client can grow these sets without limit.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,9 +25,11 @@ use crate::jobs::lifecycle::turn_terminal;
 use crate::jobs::table::{Inner, Limits};
 use crate::jobs::{JobId, JobLabels, JobState, JobTable, JobView, RESULT_PREVIEW};
 
-/// Distinct interned query types and content types, and the longest one interned.
+/// Distinct interned values of each kind (names, label sets).
 const MAX_NAMES: usize = 4096;
 
+/// The longest string interned: a longer one is not a name, and would outlive its job in the
+/// set.
 const MAX_NAME_BYTES: usize = 128;
 
 /// How many evicted ids are remembered so their 404 can say "expired".
@@ -214,36 +217,85 @@ impl Inner {
     }
 
     /// A shared copy of a short string that many jobs repeat (query types, content types),
-    /// so 100,000 retained jobs do not hold 100,000 copies. Past [`MAX_NAMES`] distinct
-    /// values, a fresh copy is made instead.
+    /// so 100,000 retained jobs do not hold 100,000 copies. A long one, or one past
+    /// [`MAX_NAMES`] distinct values, is a fresh copy instead.
     pub(super) fn intern(&mut self, name: &str) -> Arc<str> {
-        if let Some(shared) = self.names.get(name) {
-            return shared.clone();
+        if let Some(shared) = self.names.find(name) {
+            return shared;
         }
         let fresh: Arc<str> = Arc::from(name);
-        // Only short names: a long one is not a name, and would outlive its job here.
-        if self.names.len() < MAX_NAMES && name.len() <= MAX_NAME_BYTES {
-            self.names.insert(fresh.clone());
-        }
+        self.names.offer(&fresh, name.len() <= MAX_NAME_BYTES);
         fresh
     }
 }
 
 /// The copy of a job's labels in `shared` (`Inner::labels`), as [`Inner::intern`] does for
-/// names; past [`MAX_NAMES`] distinct sets, the job keeps its own. A function of the set
-/// alone, so it can run while a job of the table is borrowed.
-pub(super) fn share_labels(
-    shared: &mut HashSet<Arc<JobLabels>>,
-    labels: JobLabels,
-) -> Arc<JobLabels> {
-    if let Some(found) = shared.get(&labels) {
-        return found.clone();
+/// names: a set with a long string in it is the job's own. A function of the set alone, so
+/// it can run while a job of the table is borrowed.
+pub(super) fn share_labels(shared: &mut Interner<JobLabels>, labels: JobLabels) -> Arc<JobLabels> {
+    if let Some(found) = shared.find(&labels) {
+        return found;
     }
+    let short = |s: &Option<Arc<str>>| s.as_ref().is_none_or(|s| s.len() <= MAX_NAME_BYTES);
+    let keep = labels.runtime_id.len() <= MAX_NAME_BYTES
+        && labels.query_type.len() <= MAX_NAME_BYTES
+        && short(&labels.deployed_app_rid)
+        && short(&labels.branch)
+        && short(&labels.result_content_type);
     let fresh = Arc::new(labels);
-    if shared.len() < MAX_NAMES {
-        shared.insert(fresh.clone());
-    }
+    shared.offer(&fresh, keep);
     fresh
+}
+
+/// Shared copies of values that many jobs repeat: at most [`MAX_NAMES`] of them, each made
+/// of strings of at most [`MAX_NAME_BYTES`], so what it holds is bounded in bytes too.
+pub(super) struct Interner<T: ?Sized> {
+    set: HashSet<Arc<T>>,
+    /// Values turned away for want of room since the set last shed its dead copies.
+    turned_away: usize,
+}
+
+impl<T: ?Sized> Default for Interner<T> {
+    fn default() -> Self {
+        Interner {
+            set: HashSet::new(),
+            turned_away: 0,
+        }
+    }
+}
+
+impl<T: ?Sized + Hash + Eq> Interner<T> {
+    pub(super) fn find(&self, value: &T) -> Option<Arc<T>> {
+        self.set.get(value).cloned()
+    }
+
+    /// Keeps `fresh` for the values equal to it that come later, if `keep` and there is room.
+    pub(super) fn offer(&mut self, fresh: &Arc<T>, keep: bool) {
+        if keep && self.has_room() {
+            self.set.insert(fresh.clone());
+        }
+    }
+
+    /// Whether one more copy fits. A full set sheds the copies that no job holds any more
+    /// (their jobs were evicted or reset), but only once per [`MAX_NAMES`] values turned
+    /// away: a table whose 4096 distinct values are all in use does not sweep on every job.
+    fn has_room(&mut self) -> bool {
+        if self.set.len() < MAX_NAMES {
+            return true;
+        }
+        self.turned_away += 1;
+        if self.turned_away < MAX_NAMES {
+            return false;
+        }
+        self.turned_away = 0;
+        self.set.retain(|shared| Arc::strong_count(shared) > 1);
+        self.set.len() < MAX_NAMES
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.set.len()
+    }
 }
 
 /// What a finished job costs against `max_retained_bytes`.
@@ -254,6 +306,34 @@ pub(super) fn retained_bytes(view: &JobView) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_interner_sheds_the_copies_no_job_holds_only_now_and_then() {
+        let mut names: Interner<str> = Interner::default();
+        let offer = |names: &mut Interner<str>, name: String| {
+            let fresh: Arc<str> = Arc::from(name);
+            names.offer(&fresh, true);
+            fresh
+        };
+        let held: Vec<Arc<str>> = (0..MAX_NAMES)
+            .map(|n| offer(&mut names, format!("held{n}")))
+            .collect();
+        // Full of copies in use: newcomers are turned away, and the sweeps free nothing.
+        for n in 0..2 * MAX_NAMES {
+            let turned_away = offer(&mut names, format!("away{n}"));
+            assert!(names.find(&turned_away).is_none());
+        }
+        assert_eq!(names.len(), MAX_NAMES);
+        // Their jobs gone, the held copies are shed at the next sweep: MAX_NAMES values on.
+        drop(held);
+        for n in 0..MAX_NAMES - 1 {
+            offer(&mut names, format!("later{n}"));
+        }
+        assert_eq!(names.len(), MAX_NAMES);
+        let kept = offer(&mut names, "last".to_string());
+        assert_eq!(names.len(), 1);
+        assert!(names.find(&kept).is_some());
+    }
 
     #[test]
     fn finish_marks_never_date_a_job_earlier_than_it_finished() {

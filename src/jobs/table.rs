@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use crate::auth::Secret;
 use crate::jobs::faults::Faults;
 use crate::jobs::lifecycle::turn_terminal;
-use crate::jobs::retention::Ledger;
+use crate::jobs::retention::{Interner, Ledger};
 use crate::jobs::waits::WatchSlot;
 use crate::jobs::{now_millis, JobId, JobLabels, JobState, JobView};
 use crate::runtimes::{Binding, Registry};
@@ -52,8 +52,9 @@ pub struct Limits {
     /// are evicted oldest first to stay under it; past it a submit is refused, a result
     /// larger than all of it is refused.
     pub max_retained_bytes: u64,
-    /// How long a terminal job is kept after it finished (up to a second more, never less:
-    /// the ledger keeps finish times per second, see `retention::FINISH_MARK_SPAN`).
+    /// How long a terminal job is kept after it finished (up to two seconds more, never
+    /// less: the ledger keeps finish times per second, see `retention::FINISH_MARK_SPAN`, and
+    /// the janitor sweeps once a second).
     pub job_ttl: Duration,
     /// A running job without a result after this fails.
     pub max_job_runtime: Duration,
@@ -113,9 +114,9 @@ pub(super) struct Inner {
     pub(super) shutting_down: bool,
     pub(super) ledger: Ledger,
     /// Query types and content types, shared by every job that uses them (bounded).
-    pub(super) names: HashSet<Arc<str>>,
+    pub(super) names: Interner<str>,
     /// Jobs' labels (runtime, app, branch, query type), shared likewise (bounded).
-    pub(super) labels: HashSet<Arc<JobLabels>>,
+    pub(super) labels: Interner<JobLabels>,
     /// The last evicted ids (bounded), for a 404 that says the job expired.
     pub(super) expired: VecDeque<JobId>,
     pub(super) expired_set: HashSet<JobId>,
@@ -153,8 +154,8 @@ impl JobTable {
                 registry: Registry::default(),
                 shutting_down: false,
                 ledger: Ledger::default(),
-                names: HashSet::new(),
-                labels: HashSet::new(),
+                names: Interner::default(),
+                labels: Interner::default(),
                 expired: VecDeque::new(),
                 expired_set: HashSet::new(),
                 last_seq: 0,

@@ -605,3 +605,36 @@ fn the_job_list_stays_small_and_searchable_behind_a_job_that_never_ends() {
     assert!(inner.jobs.remove(996).is_none());
     assert_eq!(inner.jobs.len(), 10);
 }
+
+#[test]
+fn long_query_and_content_types_are_not_kept_past_their_jobs() {
+    let (table, token) = table(Limits {
+        max_retained_jobs: 1,
+        ..Limits::default()
+    });
+    let long = |n: usize, fill: &str| format!("{n}{}", fill.repeat(1000));
+    let mut last = None;
+    for n in 0..20 {
+        let id = table
+            .enqueue(EnqueueRequest {
+                query_type: long(n, "q"),
+                ..request()
+            })
+            .unwrap();
+        take(&table, &token);
+        let content_type = Some(format!("text/x-{}", long(n, "c")));
+        table
+            .complete("rt", Some(&token), &id, b"ok".to_vec(), content_type)
+            .unwrap();
+        last = Some(id);
+    }
+    let job = table.job(&last.unwrap()).unwrap();
+    assert_eq!(job.query_type(), long(19, "q"));
+    assert_eq!(
+        job.result_content_type(),
+        Some(format!("text/x-{}", long(19, "c")).as_str())
+    );
+    // The 19 evicted jobs took their long strings with them: none was interned.
+    let inner = table.lock();
+    assert_eq!((inner.names.len(), inner.labels.len()), (0, 0));
+}
