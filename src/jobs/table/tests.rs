@@ -1,6 +1,6 @@
 //! Unit tests of the job table: lifecycle, retention and the byte budget, waits, faults.
 //!
-//! About 500 lines: one test per behaviour of the table's concerns (one file each in
+//! About 650 lines: one test per behaviour of the table's concerns (one file each in
 //! `src/jobs/`), all through the same few helpers (`table`, `enqueue`, `take`, `run_one`),
 //! which is why they stay together rather than beside each concern's file.
 
