@@ -159,13 +159,15 @@ pub fn tune_allocator() {
     {
         static ONCE: Once = Once::new();
         ONCE.call_once(|| {
-            // SAFETY: mallopt only sets allocator parameters and takes glibc's own locks;
-            // set once per process.
-            let ok = unsafe {
-                libc::mallopt(libc::M_ARENA_MAX, 2) == 1 && libc::mallopt(libc::M_MXFAST, 0) == 1
-            };
-            if !ok {
-                log::debug!("mallopt refused the allocator settings; memory use may be higher");
+            for (name, param, value) in [
+                ("M_ARENA_MAX", libc::M_ARENA_MAX, 2),
+                ("M_MXFAST", libc::M_MXFAST, 0),
+            ] {
+                // SAFETY: mallopt only sets allocator parameters and takes glibc's own
+                // locks; set once per process.
+                if unsafe { libc::mallopt(param, value) } != 1 {
+                    log::debug!("mallopt refused {name} {value}; memory use may be higher");
+                }
             }
         });
     }

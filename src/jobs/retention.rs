@@ -36,7 +36,8 @@ const MAX_NAME_BYTES: usize = 128;
 const REMEMBERED_EXPIRED: usize = 10_000;
 
 /// Jobs that finish within this span of each other share one finish time in the ledger
-/// (the last of theirs), so `--job-ttl` evicts a job at most this late, never early.
+/// (the last of theirs), so the ledger makes `--job-ttl` evict a job at most this late, never
+/// early (the janitor's once-a-second sweep adds up to another second).
 const FINISH_MARK_SPAN: Duration = Duration::from_secs(1);
 
 /// Jobs ordered for the two time limits; both are kept so expiry never scans the table.
@@ -276,8 +277,9 @@ impl<T: ?Sized + Hash + Eq> Interner<T> {
         }
     }
 
-    /// Whether one more copy fits. A full set sheds the copies that no job holds any more
-    /// (their jobs were evicted or reset), but only once per [`MAX_NAMES`] values turned
+    /// Whether one more copy fits. A full set sheds the copies that nothing else holds any
+    /// more (no job, no interned label set: their jobs were evicted or reset; a name held by
+    /// a dead label set goes a sweep later), but only once per [`MAX_NAMES`] values turned
     /// away: a table whose 4096 distinct values are all in use does not sweep on every job.
     fn has_room(&mut self) -> bool {
         if self.set.len() < MAX_NAMES {
@@ -318,6 +320,8 @@ mod tests {
         let held: Vec<Arc<str>> = (0..MAX_NAMES)
             .map(|n| offer(&mut names, format!("held{n}")))
             .collect();
+        // A kept copy is the one handed to every later equal value.
+        assert!(Arc::ptr_eq(&names.find("held7").unwrap(), &held[7]));
         // Full of copies in use: newcomers are turned away, and the sweeps free nothing.
         for n in 0..2 * MAX_NAMES {
             let turned_away = offer(&mut names, format!("away{n}"));
