@@ -242,8 +242,8 @@ fn work<H: Handler>(server: &tiny_http::Server, handler: &H) {
 /// threads before its first request (7 MiB of RSS at start, measured).
 #[inline(never)]
 fn serve<H: Handler>(handler: &H, mut raw: tiny_http::Request) {
-    let body = raw.take_body();
-    let mut req = Req::new(raw.method(), raw.url(), raw.headers().to_vec(), body)
+    let (headers, body) = (raw.take_headers(), raw.take_body());
+    let mut req = Req::new(raw.method(), raw.url(), headers, body)
         .arrived(raw.received_at(), ClientGone::new(raw.gone_watch()));
     req.accepts_chunked = raw.minor_version() >= 1;
     let (method, target) = (req.method.clone(), logged_target(raw.url()));

@@ -170,6 +170,8 @@ enum Next {
 struct Conn<S> {
     stream: S,
     shared: Arc<Shared>,
+    /// The client's address, asked of the socket once (a system call) rather than per request.
+    peer: Option<std::net::SocketAddr>,
     /// Bytes read but not yet used: the start of the next request, if pipelined.
     buf: Vec<u8>,
 }
@@ -216,9 +218,11 @@ fn prepare(socket: &TcpStream) -> bool {
 }
 
 fn serve<S: Stream>(stream: S, shared: Arc<Shared>, _open: OpenGuard) {
+    let peer = stream.socket().peer_addr().ok();
     let mut conn = Conn {
         stream,
         shared,
+        peer,
         buf: Vec::new(),
     };
     loop {
@@ -288,11 +292,16 @@ impl<S: Stream> Conn<S> {
             headers: head
                 .headers
                 .into_iter()
-                .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+                // A valid value keeps its bytes' allocation; others have bytes replaced.
+                .map(|(name, value)| {
+                    let value = String::from_utf8(value)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                    (name, value)
+                })
                 .collect(),
             body,
             minor_version: head.minor_version,
-            remote_addr: self.stream.socket().peer_addr().ok(),
+            remote_addr: self.peer,
             secure: self.stream.secure(),
             received_at: started,
             gone: gone.clone(),

@@ -176,6 +176,12 @@ impl Request {
         &self.headers
     }
 
+    /// PATCH (foundry-emulator): takes the headers out, as [`Request::take_body`] does the
+    /// body, so a handler that keeps them need not copy each one.
+    pub fn take_headers(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.headers)
+    }
+
     /// PATCH (foundry-emulator): the request's HTTP/1.x minor version, 0 or 1; an answer
     /// with a [`Response::stream`] needs 1 (HTTP/1.0 has no chunked coding).
     pub fn minor_version(&self) -> u8 {
