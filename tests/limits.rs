@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::util::{assert_error, exec_body, TestServer};
+use crate::util::{
+    assert_error, exec_body, expect_response, raw_exchange_paced, raw_request, TestServer,
+};
 
 const RID: &str = "ri.foundry.main.deployed-app.limits";
 
@@ -129,6 +131,51 @@ fn a_stalled_upload_holds_neither_the_front_worker_nor_the_io_thread_for_long() 
     assert_eq!(rt.post_result(&id, &big).status, 204);
     assert_eq!(app.result_by_id(&id).body, big);
     drop(stalled);
+}
+
+/// A body whose pieces come further apart than the connection thread's read timeout (its
+/// 250 ms tick) is read whole: what arrived before each timeout is kept. One that stops
+/// coming gets 408 once `--io-timeout` has passed since its request began.
+#[test]
+fn a_body_read_across_read_timeouts_arrives_whole_and_a_stalled_one_gets_408() {
+    let server = TestServer::start(|cfg| cfg.io_timeout = Duration::from_secs(20));
+    let rt = server.runtime_bound("rt", RID);
+    let app = server.app();
+    let id = app.submit_id(RID, "q", json!({}));
+    assert_eq!(rt.next_job_id(), id);
+    let result: Vec<u8> = (0..30_000u32).map(|i| (i % 251) as u8).collect();
+    let url = rt.result_url(&id);
+    let path = url
+        .strip_prefix(&format!("http://{}", server.addr))
+        .expect("a result URL on this server");
+    let request = raw_request(
+        "POST",
+        path,
+        &[
+            ("Module-Auth-Token", &rt.token),
+            ("Content-Type", "application/octet-stream"),
+        ],
+        &result,
+        None,
+    );
+    let head_len = request.len() - result.len();
+    let (head, body) = request.split_at(head_len);
+    let pieces: Vec<&[u8]> = std::iter::once(head).chain(body.chunks(10_000)).collect();
+    let answer = raw_exchange_paced(server.addr, &pieces, Duration::from_millis(400));
+    assert_eq!(expect_response(answer, "paced result post").status, 204);
+    assert_eq!(app.result_by_id(&id).body, result);
+
+    // The same post on a server with a 300 ms deadline, stopping 1,000 bytes into its body
+    // (the body is read before the request is routed, so the job need not exist there).
+    let server = one_worker_short_io_timeout();
+    let stalled = &request[..head_len + 1000];
+    let answer = raw_exchange_paced(server.addr, &[stalled], Duration::ZERO);
+    let resp = expect_response(answer, "stalled result post");
+    assert_eq!(resp.status, 408);
+    assert_eq!(
+        resp.body,
+        br#"{"error":"request_timeout","error_description":"The request did not arrive whole within 0.3 s."}"#
+    );
 }
 
 /// A client that never reads a large answer: the answer is written by its own connection

@@ -3,6 +3,7 @@
 use super::{Resp, CLIENT_TIMEOUT};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::Duration;
 
 /// What a raw exchange produced.
 #[derive(Debug)]
@@ -16,13 +17,39 @@ pub enum RawOutcome {
 /// Writes `request` on a fresh connection, optionally shuts the write side, then reads until
 /// the server closes (send `Connection: close`). A read timeout turns a hang into a failure.
 pub fn raw_exchange(addr: SocketAddr, request: &[u8], shutdown_write: bool) -> RawOutcome {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    let mut stream = raw_connect(addr);
     stream.write_all(request).expect("write request");
     if shutdown_write {
         stream.shutdown(Shutdown::Write).expect("shutdown write");
     }
+    read_outcome(stream)
+}
+
+/// Writes `pieces` on a fresh connection with `pause` before each one after the first, then
+/// reads as [`raw_exchange`] does. A piece the server no longer reads (it answered and
+/// closed) ends the writing.
+pub fn raw_exchange_paced(addr: SocketAddr, pieces: &[&[u8]], pause: Duration) -> RawOutcome {
+    let mut stream = raw_connect(addr);
+    for (n, piece) in pieces.iter().enumerate() {
+        if n > 0 {
+            std::thread::sleep(pause);
+        }
+        if stream.write_all(piece).is_err() {
+            break;
+        }
+    }
+    read_outcome(stream)
+}
+
+fn raw_connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    stream
+}
+
+/// Reads until the server closes: its answer, or `Closed` if it sent nothing.
+fn read_outcome(mut stream: TcpStream) -> RawOutcome {
     let mut bytes = Vec::new();
     match stream.read_to_end(&mut bytes) {
         Ok(_) => {}
