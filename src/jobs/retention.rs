@@ -225,7 +225,7 @@ impl Inner {
             return shared;
         }
         let fresh: Arc<str> = Arc::from(name);
-        self.names.offer(&fresh, name.len() <= MAX_NAME_BYTES);
+        self.names.offer(&fresh, is_name(name));
         fresh
     }
 }
@@ -237,15 +237,20 @@ pub(super) fn share_labels(shared: &mut Interner<JobLabels>, labels: JobLabels) 
     if let Some(found) = shared.find(&labels) {
         return found;
     }
-    let short = |s: &Option<Arc<str>>| s.as_ref().is_none_or(|s| s.len() <= MAX_NAME_BYTES);
-    let keep = labels.runtime_id.len() <= MAX_NAME_BYTES
-        && labels.query_type.len() <= MAX_NAME_BYTES
-        && short(&labels.deployed_app_rid)
-        && short(&labels.branch)
-        && short(&labels.result_content_type);
+    let optional = |s: &Option<Arc<str>>| s.as_deref().is_none_or(is_name);
+    let keep = is_name(&labels.runtime_id)
+        && is_name(&labels.query_type)
+        && optional(&labels.deployed_app_rid)
+        && optional(&labels.branch)
+        && optional(&labels.result_content_type);
     let fresh = Arc::new(labels);
     shared.offer(&fresh, keep);
     fresh
+}
+
+/// Whether `s` is short enough to be interned ([`MAX_NAME_BYTES`]).
+fn is_name(s: &str) -> bool {
+    s.len() <= MAX_NAME_BYTES
 }
 
 /// Shared copies of values that many jobs repeat: at most [`MAX_NAMES`] of them, each made
